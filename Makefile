@@ -1,0 +1,38 @@
+# `make demo` and `make test` work on a fresh machine with only Python 3.11: each sets up .venv.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU machines: install the CPU build of torch first, or a later unpinned `torch` pulls GBs of CUDA wheels
+TORCH  ?= torch==2.13.0
+DATA   ?= data/demo
+
+.PHONY: venv demo test lint sample bench-ingest clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/trelm run --data-root $(DATA) --config sample
+	$(VENV)/bin/trelm sql --data-root $(DATA) "SELECT title, qid, len(text) AS chars, len(links) AS links FROM pages ORDER BY links DESC LIMIT 10"
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+sample: venv
+	$(PY) -m preprocessing.sample_data sample
+
+bench-ingest: venv
+	$(PY) benchmarks/ingest.py $(FILE)
+
+clean:
+	rm -rf $(VENV) data/demo

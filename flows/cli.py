@@ -1,0 +1,240 @@
+"""`trelm`: the command line. Stage commands call the same functions as the Prefect flows.
+
+Heavy imports (prefect, torch, spacy) happen inside the commands that need them, so `trelm sql`
+starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="TRELM pipeline: Wikipedia dump -> entities -> knowledge-enhanced LM.", no_args_is_help=True
+)
+
+DataRoot = Annotated[
+    Path, typer.Option("--data-root", envvar="TRELM_DATA_ROOT", help="Root of dumps/ and runs/.")
+]
+RunName = Annotated[str | None, typer.Option("--run", help="Run folder under runs/ (default: the newest).")]
+ConfigOpt = Annotated[str, typer.Option("--config", help="Preset name (sample, enwiki) or a .yaml file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: section.key=value (repeatable).")]
+
+
+def _config(config: str, overrides: list[str] | None, data_root: Path, run: str | None, **sections):
+    from flows.config import ConfigError, load_config
+
+    extra = [
+        f"{section}.{key}={json.dumps(value)}"
+        for section, kv in sections.items()
+        for key, value in kv.items()
+        if value is not None
+    ]
+    try:
+        cfg = load_config(config, [*(overrides or []), *extra])
+    except ConfigError as exc:
+        _fail(str(exc))
+    return cfg.model_copy(update={"data_root": data_root, "run": run or cfg.run})
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def run(
+    data_root: DataRoot = Path("data"), run: RunName = None, config: ConfigOpt = "sample", set_: SetOpt = None
+) -> None:
+    """Run the whole `trelm` flow in-process (ephemeral Prefect)."""
+    cfg = _config(config, set_, data_root, run)
+    from flows.pipeline import trelm
+
+    result = trelm(config=cfg)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def download(
+    wiki: Annotated[str | None, typer.Option(help="Wiki database name, e.g. enwiki.")] = None,
+    date: Annotated[str | None, typer.Option(help="YYYYMMDD or latest.")] = None,
+    mirror: Annotated[str | None, typer.Option(help="Mirror base URL: http(s):// or file://.")] = None,
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+) -> None:
+    """Download a dump run (resumable, verified against the published md5/sha1)."""
+    from flows import stages
+    from preprocessing.download import DownloadError, DumpNotFoundError
+
+    _setup_logging()
+    cfg = _config(config, set_, data_root, run, download={"wiki": wiki, "date": date, "mirror": mirror})
+    try:
+        cfg = stages.resolved(cfg)
+        report = stages.download(cfg)
+    except (DumpNotFoundError, DownloadError) as exc:
+        _fail(str(exc))
+    typer.echo(report.model_dump_json(indent=2))
+
+
+@app.command()
+def ingest(
+    dump: Annotated[Path | None, typer.Option(help="A local pages-articles .xml or .xml.bz2 file.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Extraction processes.")] = None,
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+) -> None:
+    """Extract `pages` and `redirects` shards from the downloaded run or from --dump FILE."""
+    from flows import stages
+    from preprocessing.dumpfiles import DumpFileError
+    from storage import layout
+
+    _setup_logging()
+    cfg = _config(config, set_, data_root, run, ingest={"workers": workers})
+    if dump is None and cfg.download.date == "latest":
+        cfg = _downloaded_run_config(cfg, layout)
+    try:
+        manifest = stages.run_ingest(cfg, stages.run_dir_for(cfg, dump), dump)
+    except DumpFileError as exc:
+        _fail(str(exc))
+    typer.echo(
+        json.dumps(
+            {"rows": manifest["rows"], "parts": len(manifest["parts"]), "stats": manifest["stats"]}, indent=2
+        )
+    )
+
+
+def _downloaded_run_config(cfg, layout):
+    """Without --dump: the run's own config (which names the downloaded date), else the newest download."""
+    from flows.config import load_config
+
+    try:
+        run_dir = layout.resolve_run(cfg.data_root, cfg.run)
+        saved = load_config(str(run_dir / layout.RUN_CONFIG))
+        return cfg.model_copy(update={"download": saved.download, "run": run_dir.name})
+    except FileNotFoundError:
+        pass
+    wiki_dir = cfg.data_root / "dumps" / cfg.download.wiki
+    dates = sorted(p.parent.name for p in wiki_dir.glob("*/_download.json"))
+    if not dates:
+        _fail(f"nothing downloaded under {wiki_dir}: run `trelm download` first, or pass --dump FILE")
+    return cfg.model_copy(update={"download": cfg.download.model_copy(update={"date": dates[-1]})})
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One SQL statement; every dataset of the run is a view.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of row objects.")] = False,
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+) -> None:
+    """Query the run's datasets with DuckDB."""
+    import duckdb
+
+    from storage import duck, layout
+
+    try:
+        columns, rows = duck.query(layout.resolve_run(data_root, run), query)
+    except (FileNotFoundError, duckdb.Error) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(
+            json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, ensure_ascii=False)
+        )
+    else:
+        _print_table(columns, rows)
+
+
+def _print_table(columns: list[str], rows: list[tuple]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, show_lines=False)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    Console(width=max(120, sum(len(c) + 3 for c in columns))).print(table)
+    typer.echo(f"({len(rows)} rows)")
+
+
+def _cell(value: object, limit: int = 200) -> str:
+    text = "NULL" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@app.command()
+def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
+    """Interactive DuckDB over the run: every dataset a view. `.tables`, `.schema NAME`, `.quit`."""
+    from storage import duck, layout
+
+    try:
+        run_dir = layout.resolve_run(data_root, run)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    conn, views = duck.connect(run_dir)
+    typer.echo(
+        f"run {run_dir}: views {', '.join(views) or '(none)'}; end statements with ';', .quit to leave"
+    )
+    _repl(conn, views)
+
+
+def _repl(conn, views: list[str]) -> None:
+    import duckdb
+
+    interactive = sys.stdin.isatty()
+    buffer = ""
+    while True:
+        try:
+            line = input("trelm> " if not buffer else "   ...> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            return
+        if not interactive and line == "":
+            return
+        line = line.strip()
+        if not buffer and line.startswith("."):
+            if _dot_command(conn, views, line):
+                return
+            continue
+        buffer = f"{buffer} {line}".strip()
+        if not buffer.endswith(";"):
+            continue
+        try:
+            result = conn.execute(buffer)
+            if result.description:
+                _print_table([d[0] for d in result.description], result.fetchall())
+        except duckdb.Error as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        buffer = ""
+
+
+def _dot_command(conn, views: list[str], line: str) -> bool:
+    """Handle `.tables`, `.schema NAME`, `.quit`; True means leave."""
+    cmd, _, arg = line.partition(" ")
+    if cmd in (".quit", ".exit"):
+        return True
+    if cmd == ".tables":
+        typer.echo("\n".join(views))
+    elif cmd == ".schema" and arg:
+        _print_table(["column", "type"], [(r[0], r[1]) for r in conn.execute(f"DESCRIBE {arg}").fetchall()])
+    else:
+        typer.echo("commands: .tables, .schema NAME, .quit; SQL statements end with ';'")
+    return False
+
+
+def main() -> None:  # pragma: no cover - the console script entry is `app`
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The pipeline's one config tree: presets, a YAML file on top, then `--set key=value` overrides.
+
+It is also the `trelm` flow's parameter schema, so the Prefect UI renders it as a form. Each stage
+owns its section's model (preprocessing and trelm may not import each other); this module composes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from preprocessing.download import DownloadConfig
+from preprocessing.ingest import IngestConfig
+
+PRESETS_DIR = Path(__file__).with_name("presets")
+# the bundled sample lives beside the packages in a source checkout; TRELM_SAMPLE_DIR points elsewhere
+SAMPLE_DIR = Path(os.environ.get("TRELM_SAMPLE_DIR", Path(__file__).resolve().parents[1] / "sample"))
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded: the message names the file or key and how to fix it."""
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field("sample", description="The preset this config started from (`sample` or `enwiki`).")
+    data_root: Path = Field(
+        Path("data"), description="Root of dumps/ and runs/ (CLI --data-root, env TRELM_DATA_ROOT)."
+    )
+    run: str | None = Field(
+        None, description="Run folder name under runs/; default `{wiki}-{date}` of the dump."
+    )
+    progress: bool = Field(True, description="Show progress bars on a terminal.")
+    download: DownloadConfig = Field(default_factory=DownloadConfig, description="`download` stage.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="`ingest` stage.")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(os.path.expandvars(path.read_text())) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a YAML mapping of sections (download:, ingest:, ...)")
+    return data
+
+
+def _preset(name: str) -> dict:
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown preset {name!r}: use one of {preset_names()} or a path to a .yaml file")
+    return {"preset": name, **_read_yaml(path)}
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
+
+
+def _apply_override(data: dict, override: str) -> None:
+    """`ingest.workers=4`: the value is parsed as YAML, so numbers, booleans and lists keep their type."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"bad override {override!r}: write it as section.key=value, e.g. ingest.workers=4")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"bad override {override!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_config(
+    name_or_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> PipelineConfig:
+    """Preset (default `sample`) <- YAML file (which may name its own `preset:`) <- overrides."""
+    os.environ.setdefault("TRELM_SAMPLE_DIR", str(SAMPLE_DIR))
+    source = name_or_file or "sample"
+    if source.endswith((".yaml", ".yml")):
+        top = _read_yaml(Path(source))
+        data = _merge(_preset(top.get("preset", "sample")), top)
+    else:
+        data = _preset(source)
+    for override in overrides:
+        _apply_override(data, override)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config ({source}, overrides {list(overrides)}):\n{exc}") from exc
+
+
+def save_config(cfg: PipelineConfig, path: Path) -> None:
+    """The resolved config, next to the outputs it produced (atomic: temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    os.replace(tmp, path)

@@ -1,0 +1,114 @@
+"""Prefect flows: the parent flow `trelm` and its stage subflows (`download`, `ingest`).
+
+Thin wrappers: each stage is a task around the shared stage call in `flows.stages`. Caching works
+across runs: a task's cache key is its config section plus what it reads (dump date, input
+identity, code version), its result is persisted under the data root, and a key is only offered
+while the stage's output is complete on disk, so deleting an output re-runs the stage instead of
+returning a result that points at nothing. Inside a stage, parts resume one by one (storage.shards).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.filesystems import LocalFileSystem
+
+from flows import stages
+from flows.config import PipelineConfig, load_config
+from preprocessing.download import MANIFEST_NAME, DownloadReport
+from storage import layout
+from storage.schemas import PAGES
+from storage.shards import code_version, is_complete
+
+_FLOWS_SOURCES = (Path(__file__),)
+
+
+def _results(cfg: PipelineConfig) -> LocalFileSystem:
+    return LocalFileSystem(basepath=str((cfg.data_root / ".prefect-results").resolve()))
+
+
+def _download_key(_context, parameters) -> str | None:
+    cfg: PipelineConfig = parameters["cfg"]
+    done = layout.dumps_dir(cfg.data_root, cfg.download.wiki, cfg.download.date) / MANIFEST_NAME
+    return stages.stage_key("download", cfg.download, code_version(_FLOWS_SOURCES)) if done.exists() else None
+
+
+def _ingest_key(_context, parameters) -> str | None:
+    cfg: PipelineConfig = parameters["cfg"]
+    run_dir: Path = parameters["run_dir"]
+    if not is_complete(run_dir, PAGES):
+        return None
+    inputs = stages.ingest_inputs(cfg, parameters.get("dump")).identity()
+    return stages.stage_key("ingest", cfg.ingest, [str(run_dir), inputs, code_version(_FLOWS_SOURCES)])
+
+
+@task(name="resolve-date", cache_policy=NONE, retries=3, retry_delay_seconds=10)
+def resolve_date_task(cfg: PipelineConfig) -> PipelineConfig:
+    return stages.resolved(cfg)
+
+
+@task(
+    name="download-files", cache_key_fn=_download_key, persist_result=True, retries=2, retry_delay_seconds=30
+)
+def download_task(cfg: PipelineConfig) -> DownloadReport:
+    return stages.download(cfg)
+
+
+@task(name="ingest-pages", cache_key_fn=_ingest_key, persist_result=True)
+def ingest_task(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> dict:
+    return stages.run_ingest(cfg, run_dir, dump)
+
+
+@flow(name="download")
+def download_flow(config: PipelineConfig) -> PipelineConfig:
+    """Resolve `latest` to a finished dump run and fetch its files, verified."""
+    cfg = resolve_date_task(config)
+    report = download_task.with_options(result_storage=_results(cfg))(cfg)
+    get_run_logger().info(
+        "dump %s/%s: %d files in %s", cfg.download.wiki, report.date, len(report.files), report.directory
+    )
+    return cfg
+
+
+@flow(name="ingest")
+def ingest_flow(config: PipelineConfig, dump: Path | None = None) -> dict:
+    """Extract `pages` and `redirects` shards from the downloaded run (or a local file)."""
+    run_dir = stages.run_dir_for(config, dump)
+    manifest = ingest_task.with_options(result_storage=_results(config))(config, run_dir, dump)
+    create_markdown_artifact(
+        key="ingest-stats",
+        markdown=_stats_markdown(run_dir, manifest),
+        description="Rows and per-reason counts of the ingest stage.",
+    )
+    return manifest
+
+
+@flow(name="trelm", log_prints=True)
+def trelm(
+    preset: str = "sample", overrides: list[str] | None = None, config: PipelineConfig | None = None
+) -> dict:
+    """The whole pipeline, stage by stage. Later stages (link, select, pretrain, evaluate) join here.
+
+    `config` wins when given (the CLI passes its resolved config); otherwise the preset (`sample` or
+    `enwiki`, or a YAML path) with `key=value` overrides, e.g. `-p preset=enwiki` on a deployment run.
+    """
+    config = config or load_config(preset, overrides or [])
+    resolved = download_flow(config)
+    pages = ingest_flow(resolved)
+    return {"run_dir": str(stages.run_dir_for(resolved)), "pages": pages["rows"], "stats": pages["stats"]}
+
+
+def _stats_markdown(run_dir: Path, manifest: dict) -> str:
+    lines = [
+        f"### ingest: `{run_dir}`",
+        "",
+        f"{manifest['rows']} pages in {len(manifest['parts'])} parts",
+        "",
+        "| stat | count |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in manifest["stats"].items()]
+    return "\n".join(lines)

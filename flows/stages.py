@@ -1,0 +1,48 @@
+"""The stage calls that the CLI and the Prefect flows share: config in, library call, run folder out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.config import PipelineConfig, save_config
+from preprocessing import dumpfiles
+from preprocessing.download import DownloadReport, download_run, resolve_date
+from preprocessing.ingest import IngestInputs, ingest, inputs_for_file, inputs_for_run
+from storage import layout
+from storage.shards import stable_hash
+
+
+def resolved(cfg: PipelineConfig) -> PipelineConfig:
+    """The config with `download.date: latest` replaced by the run date it means today."""
+    if cfg.download.date != "latest":
+        return cfg
+    date = resolve_date(cfg.download)
+    return cfg.model_copy(update={"download": cfg.download.model_copy(update={"date": date})})
+
+
+def run_dir_for(cfg: PipelineConfig, dump: Path | None = None) -> Path:
+    name = cfg.run or (dumpfiles.run_name_for(dump) if dump else f"{cfg.download.wiki}-{cfg.download.date}")
+    return layout.run_dir(cfg.data_root, name)
+
+
+def download(cfg: PipelineConfig) -> DownloadReport:
+    """Fetch the (resolved) dump run into `{data_root}/dumps/{wiki}/{date}`."""
+    return download_run(cfg.download, cfg.data_root / "dumps", progress=cfg.progress)
+
+
+def ingest_inputs(cfg: PipelineConfig, dump: Path | None) -> IngestInputs:
+    if dump is not None:
+        return inputs_for_file(Path(dump))
+    return inputs_for_run(layout.dumps_dir(cfg.data_root, cfg.download.wiki, cfg.download.date))
+
+
+def run_ingest(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> dict:
+    """Ingest into `run_dir`, saving the resolved config beside the outputs first."""
+    save_config(cfg, run_dir / layout.RUN_CONFIG)
+    return ingest(cfg.ingest, ingest_inputs(cfg, dump), run_dir, progress=cfg.progress)
+
+
+def stage_key(stage: str, section: object, inputs: object) -> str:
+    """Cache key of a stage call: its config section and what it reads."""
+    dump = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
+    return f"{stage}-{stable_hash([dump, inputs])}"

@@ -1,0 +1,274 @@
+"""`trelm ingest`: pages-articles XML -> `pages` and `redirects` shards.
+
+Two phases, each resumable part by part:
+
+1. extract (parallel): each part is a run of bz2 streams (multistream + index) or a run of pages (one
+   pass over a file without index); a worker process decompresses, parses and cleans it and writes a
+   staged `pages` part (link targets normalized but not yet resolved) and its `redirects` part.
+2. resolve: link targets go through redirects (two hops, for double redirects) to a page id and,
+   through `page_props`, to a QID. The title map of a full dump (17M titles) is a DuckDB table, so
+   memory is bounded by DuckDB's limit rather than by a Python dict per worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+from tqdm import tqdm
+
+from preprocessing import dumpfiles
+from preprocessing.dumpfiles import DumpFileError, StreamRange
+from preprocessing.pages import PageRows, add_page
+from preprocessing.resolve import STAGED_PAGES, resolve_links
+from storage.schemas import PAGES, REDIRECTS
+from storage.shards import PartInfo, ShardWriter, code_version, dataset_dir, read_part_info, stable_hash
+
+log = logging.getLogger(__name__)
+
+_CODE_MODULES = ("ingest", "resolve", "pages", "wikitext", "titles", "dumpfiles", "sqldump")
+
+
+class IngestConfig(BaseModel):
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Extraction processes."
+    )
+    pages_per_part: int = Field(
+        20_000,
+        ge=1,
+        description="Pages (all namespaces, redirects included) per output part: the unit of resume.",
+    )
+    rows_per_row_group: int = Field(
+        512, ge=1, description="Articles per Parquet row group (bounds writer memory)."
+    )
+    duckdb_memory_limit: str = Field("2GB", description="DuckDB memory limit for the link-resolution join.")
+    keep_staging: bool = Field(False, description="Keep the unresolved staged parts after a successful run.")
+
+
+@dataclass(frozen=True)
+class IngestInputs:
+    """What one ingest reads: pages-articles files (with their indexes, if any) and page_props."""
+
+    dumps: tuple[Path, ...]
+    page_props: Path | None = None
+
+    def identity(self) -> dict:
+        return {
+            "dumps": [[p.name, p.stat().st_size] for p in self.dumps],
+            "page_props": [self.page_props.name, self.page_props.stat().st_size] if self.page_props else None,
+        }
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """One part of phase 1: the streams to read, or the page XML strings already read."""
+
+    index: int
+    run_dir: Path
+    fingerprint: str
+    part_fingerprint: str
+    rows_per_row_group: int
+    ranges: tuple[StreamRange, ...] = ()
+    pages: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def inputs_for_run(dumps_dir: Path) -> IngestInputs:
+    """The inputs of a downloaded run folder."""
+    props = sorted(dumps_dir.glob("*-page_props.sql.gz"))
+    return IngestInputs(tuple(dumpfiles.multistream_files(dumps_dir)), props[0] if props else None)
+
+
+def inputs_for_file(dump: Path) -> IngestInputs:
+    """The inputs of a single local file; a `page_props.sql.gz` of the same run beside it is used too."""
+    if not dump.exists():
+        raise DumpFileError(f"{dump}: no such file; pass a pages-articles .xml or .xml.bz2 to --dump")
+    props = sorted(dump.parent.glob(f"{dumpfiles.run_name_for(dump)}-page_props.sql.gz"))
+    return IngestInputs((dump,), props[0] if props else None)
+
+
+def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: bool = True) -> dict:
+    """Run both phases; returns the `pages` manifest. Complete parts of an earlier run are kept."""
+    code = code_version(Path(__file__).with_name(f"{m}.py") for m in _CODE_MODULES)
+    fingerprint = stable_hash([cfg.pages_per_part, inputs.identity(), code])
+    staged = _extract(cfg, inputs, run_dir, fingerprint, progress)
+    redirect_parts = [_redirects_part(run_dir, p) for p in staged]
+    pages_manifest = resolve_links(cfg, inputs, run_dir, fingerprint, staged, progress)
+    ShardWriter(run_dir, REDIRECTS, fingerprint).finalize(redirect_parts, extra={"inputs": inputs.identity()})
+    if not cfg.keep_staging:
+        shutil.rmtree(run_dir / "_staging" / "ingest_pages", ignore_errors=True)
+    return pages_manifest
+
+
+# ---------------------------------------------------------------- phase 1: extract
+
+
+def _extract(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, fingerprint: str, progress: bool):
+    staged = ShardWriter(run_dir, STAGED_PAGES, fingerprint).open()
+    ShardWriter(run_dir, PAGES, fingerprint).open()
+    ShardWriter(run_dir, REDIRECTS, fingerprint).open()
+    jobs = _plan_jobs(cfg, inputs, run_dir, fingerprint)
+    done: list[PartInfo] = []
+    bar = tqdm(desc="extract", unit="part", disable=not progress)
+    with _pool(cfg.workers) as pool:
+        pending: list[Future] = []
+        for job in jobs:
+            info = staged.done_part(job.index, job.part_fingerprint)
+            if info and _redirects_done(run_dir, fingerprint, job):
+                done.append(info)
+                bar.update()
+                continue
+            pending.append(pool.submit(extract_part, job))
+            # bounded look-ahead: in the one-pass path each job holds its pages' XML in memory
+            while len(pending) > 2 * cfg.workers:
+                done.append(pending.pop(0).result())
+                bar.update()
+        for fut in pending:
+            done.append(fut.result())
+            bar.update()
+    bar.close()
+    return sorted(done, key=lambda p: p.name)
+
+
+def _plan_jobs(
+    cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, fingerprint: str
+) -> Iterator[ExtractJob]:
+    next_index = 0
+    for dump in inputs.dumps:
+        index = dumpfiles.index_path_for(dump)
+        groups = _indexed_groups(dump, index, cfg) if index else _one_pass_groups(dump, cfg)
+        for key, ranges, pages, errors in groups:
+            yield ExtractJob(
+                next_index,
+                run_dir,
+                fingerprint,
+                stable_hash([dump.name, key]),
+                cfg.rows_per_row_group,
+                ranges,
+                pages,
+                errors,
+            )
+            next_index += 1
+
+
+def _indexed_groups(dump: Path, index: Path, cfg: IngestConfig):
+    """Consecutive streams holding about `pages_per_part` pages each."""
+    group: list[StreamRange] = []
+    pages = 0
+    for rng, n_pages in dumpfiles.stream_ranges(dump, index):
+        group.append(rng)
+        pages += n_pages
+        if pages >= cfg.pages_per_part:
+            yield [(r.start, r.end) for r in group], tuple(group), (), ()
+            group, pages = [], 0
+    if group:
+        yield [(r.start, r.end) for r in group], tuple(group), (), ()
+
+
+def _one_pass_groups(dump: Path, cfg: IngestConfig):
+    """Runs of `pages_per_part` page strings read in one pass; a truncated file ends the last run."""
+    batch: list[str] = []
+    number = 0
+    pages = dumpfiles.iter_page_xml(dump)
+    while True:
+        try:
+            batch.append(next(pages))
+        except StopIteration:
+            break
+        except DumpFileError as exc:
+            log.error("%s", exc)
+            yield ["pages", number, cfg.pages_per_part, "truncated"], (), tuple(batch), (str(exc),)
+            return
+        if len(batch) == cfg.pages_per_part:
+            yield ["pages", number, cfg.pages_per_part], (), tuple(batch), ()
+            batch, number = [], number + 1
+    if batch:
+        yield ["pages", number, cfg.pages_per_part], (), tuple(batch), ()
+
+
+def _pool(workers: int):
+    """Worker processes; `spawn`, because the caller (a Prefect flow) has threads that fork would copy."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+
+
+def extract_part(job: ExtractJob) -> PartInfo:
+    """Phase-1 worker: parse and clean one part, write its staged pages and its redirects."""
+    rows = PageRows()
+    errors = list(job.errors)
+    staged = ShardWriter(job.run_dir, STAGED_PAGES, job.fingerprint)
+    info = staged.write_part(
+        job.index,
+        _article_batches(_job_pages(job, rows, errors), rows, job.rows_per_row_group),
+        stats=rows.stats,
+        errors=errors,
+        part_fingerprint=job.part_fingerprint,
+    )
+    redirects = pa.table(
+        {"title": [t for t, _ in rows.redirects], "target": [t for _, t in rows.redirects]}, REDIRECTS.schema
+    )
+    ShardWriter(job.run_dir, REDIRECTS, job.fingerprint).write_part(
+        job.index, [redirects], part_fingerprint=job.part_fingerprint
+    )
+    return info
+
+
+def _job_pages(job: ExtractJob, rows: PageRows, errors: list[str]) -> Iterator[str]:
+    yield from job.pages
+    for rng in job.ranges:
+        try:
+            data = dumpfiles.read_stream(rng)
+        except DumpFileError as exc:
+            errors.append(str(exc))
+            rows.stats["skipped_bad_stream"] += 1
+            continue
+        yield from dumpfiles.split_pages(_decode(data, rows))
+
+
+def _decode(data: bytes, rows: PageRows) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        rows.stats["streams_with_invalid_utf8"] += 1
+        return data.decode("utf-8", errors="replace")
+
+
+def _article_batches(page_xml: Iterator[str], rows: PageRows, per_group: int) -> Iterator[pa.Table]:
+    """Articles as tables of `per_group` rows; redirects and stats accumulate in `rows`."""
+    for xml in page_xml:
+        add_page(rows, xml)
+        if len(rows) >= per_group:
+            yield _take_articles(rows)
+    yield _take_articles(rows)
+
+
+def _take_articles(rows: PageRows) -> pa.Table:
+    table = pa.table(
+        {
+            "page_id": rows.page_id,
+            "rev_id": rows.rev_id,
+            "title": rows.title,
+            "qid": [None] * len(rows),
+            "text": rows.text,
+            "links": rows.links,
+        },
+        schema=PAGES.schema,
+    )
+    for column in (rows.page_id, rows.rev_id, rows.title, rows.text, rows.links):
+        column.clear()
+    return table
+
+
+def _redirects_done(run_dir: Path, fingerprint: str, job: ExtractJob) -> bool:
+    return ShardWriter(run_dir, REDIRECTS, fingerprint).done_part(job.index, job.part_fingerprint) is not None
+
+
+def _redirects_part(run_dir: Path, staged: PartInfo) -> PartInfo:
+    return read_part_info(dataset_dir(run_dir, REDIRECTS) / staged.name)

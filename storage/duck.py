@@ -1,0 +1,48 @@
+"""DuckDB over a run: every complete dataset becomes a view over the parts its manifest lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from storage.schemas import DATASETS
+from storage.shards import IncompleteDatasetError, part_paths
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def connect(
+    run_dir: Path | None, memory_limit: str | None = None
+) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """An in-memory DuckDB with one view per complete dataset of `run_dir`; returns (conn, views)."""
+    conn = duckdb.connect()
+    if memory_limit:
+        conn.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+    views = []
+    for name, dataset in DATASETS.items():
+        if run_dir is None:
+            continue
+        try:
+            paths = part_paths(run_dir, dataset)
+        except IncompleteDatasetError:
+            continue
+        if not paths:
+            continue
+        files = ", ".join(_sql_str(str(p)) for p in paths)
+        conn.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}])")
+        views.append(name)
+    return conn, views
+
+
+def query(run_dir: Path | None, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run one statement against the run's views; returns (column names, rows)."""
+    conn, _ = connect(run_dir)
+    try:
+        result = conn.execute(sql)
+        columns = [d[0] for d in result.description] if result.description else []
+        return columns, result.fetchall()
+    finally:
+        conn.close()

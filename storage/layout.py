@@ -1,0 +1,46 @@
+"""Where things live under a data root (see DESIGN.md, "Data layout")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RUN_CONFIG = "config.yaml"
+
+
+def dumps_dir(data_root: Path, wiki: str, date: str) -> Path:
+    return Path(data_root) / "dumps" / wiki / date
+
+
+def runs_root(data_root: Path) -> Path:
+    return Path(data_root) / "runs"
+
+
+def run_dir(data_root: Path, name: str) -> Path:
+    return runs_root(data_root) / name
+
+
+def list_runs(data_root: Path) -> list[str]:
+    """Run names, newest first (by when their resolved config was last written)."""
+    root = runs_root(data_root)
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if (p / RUN_CONFIG).exists()]
+    return [p.name for p in sorted(runs, key=lambda p: (p / RUN_CONFIG).stat().st_mtime, reverse=True)]
+
+
+def resolve_run(data_root: Path, name: str | None) -> Path:
+    """The named run, or the newest one; a clear error when there is none."""
+    if name:
+        path = run_dir(data_root, name)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"no run {name!r} in {runs_root(data_root)}; runs there: {list_runs(data_root)}"
+            )
+        return path
+    runs = list_runs(data_root)
+    if not runs:
+        raise FileNotFoundError(
+            f"no run in {runs_root(data_root)}: run `trelm run` (or `trelm download` then `trelm ingest`), "
+            f"or point --data-root / TRELM_DATA_ROOT at an existing data root"
+        )
+    return run_dir(data_root, runs[0])

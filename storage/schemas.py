@@ -1,0 +1,221 @@
+"""Versioned Arrow schemas of every dataset the pipeline writes (the contract between stages).
+
+A dataset's folder is `{dataset}/v{version}`: bumping a version here makes every stage write a new
+folder instead of mixing rows of two shapes. Change a schema only with a version bump and a line
+in the README's changelog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class DatasetSchema:
+    name: str
+    version: int
+    schema: pa.Schema
+    description: str
+
+    @property
+    def folder(self) -> str:
+        return f"{self.name}/v{self.version}"
+
+
+LINK = pa.struct(
+    [
+        pa.field("start", pa.int32(), nullable=False),
+        pa.field("end", pa.int32(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("target_page_id", pa.int64()),
+        pa.field("target_qid", pa.string()),
+    ]
+)
+
+SPAN = pa.struct([pa.field("start", pa.int32(), nullable=False), pa.field("end", pa.int32(), nullable=False)])
+
+MENTION = pa.struct(
+    [
+        pa.field("start", pa.int32(), nullable=False),
+        pa.field("end", pa.int32(), nullable=False),
+        pa.field("surface", pa.string(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("target_page_id", pa.int64()),
+        pa.field("qid", pa.string()),
+        pa.field("kg_id", pa.int32()),
+        pa.field("rho", pa.float32(), nullable=False),
+        pa.field("link_prob", pa.float32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
+INSTANCE_ENTITY = pa.struct(
+    [
+        pa.field("tok_start", pa.int32(), nullable=False),
+        pa.field("tok_end", pa.int32(), nullable=False),
+        pa.field("kg_id", pa.int32(), nullable=False),
+        pa.field("si", pa.float32(), nullable=False),
+        pa.field("freq", pa.int64(), nullable=False),
+        pa.field("important", pa.bool_(), nullable=False),
+        pa.field("rel_id", pa.int32()),
+        pa.field("tail_kg_id", pa.int32()),
+        pa.field("tail_ids", pa.list_(pa.int32())),
+    ]
+)
+
+PAGES = DatasetSchema(
+    "pages",
+    1,
+    pa.schema(
+        [
+            pa.field("page_id", pa.int64(), nullable=False),
+            pa.field("rev_id", pa.int64(), nullable=False),
+            pa.field("title", pa.string(), nullable=False),
+            pa.field("qid", pa.string()),
+            pa.field("text", pa.large_string(), nullable=False),
+            pa.field("links", pa.list_(LINK), nullable=False),
+        ]
+    ),
+    "Namespace-0 articles as clean text; links are character spans of `text`.",
+)
+
+REDIRECTS = DatasetSchema(
+    "redirects",
+    1,
+    pa.schema(
+        [pa.field("title", pa.string(), nullable=False), pa.field("target", pa.string(), nullable=False)]
+    ),
+    "Redirect pages of namespace 0: normalized title -> normalized target title.",
+)
+
+MENTIONS = DatasetSchema(
+    "mentions",
+    1,
+    pa.schema(
+        [
+            pa.field("page_id", pa.int64(), nullable=False),
+            pa.field("sentences", pa.list_(SPAN), nullable=False),
+            pa.field("mentions", pa.list_(MENTION), nullable=False),
+        ]
+    ),
+    "Entity mentions per page, row-aligned with `pages` (same part names).",
+)
+
+KG_ENTITIES = DatasetSchema(
+    "kg_entities",
+    1,
+    pa.schema(
+        [
+            pa.field("kg_id", pa.int32(), nullable=False),
+            pa.field("qid", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("aliases", pa.list_(pa.string()), nullable=False),
+            pa.field("description", pa.string()),
+            pa.field("degree", pa.int32(), nullable=False),
+        ]
+    ),
+    "Wikidata5M entities with dense ids and degree in the triples.",
+)
+
+KG_RELATIONS = DatasetSchema(
+    "kg_relations",
+    1,
+    pa.schema(
+        [
+            pa.field("rel_id", pa.int32(), nullable=False),
+            pa.field("pid", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("aliases", pa.list_(pa.string()), nullable=False),
+        ]
+    ),
+    "Wikidata5M relations with dense ids.",
+)
+
+KG_TRIPLES = DatasetSchema(
+    "kg_triples",
+    1,
+    pa.schema(
+        [
+            pa.field("head", pa.int32(), nullable=False),
+            pa.field("rel", pa.int32(), nullable=False),
+            pa.field("tail", pa.int32(), nullable=False),
+        ]
+    ),
+    "Wikidata5M triples as dense ids.",
+)
+
+
+def entity_embeddings(dim: int) -> DatasetSchema:
+    """The embedding width is a property of the run (written in the manifest), so the schema is built."""
+    return DatasetSchema(
+        "entity_embeddings",
+        1,
+        pa.schema(
+            [
+                pa.field("kg_id", pa.int32(), nullable=False),
+                pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            ]
+        ),
+        "One vector per KG entity (initialises the knowledge-augmented memory bank).",
+    )
+
+
+INSTANCES = DatasetSchema(
+    "instances",
+    1,
+    pa.schema(
+        [
+            pa.field("seq_id", pa.int64(), nullable=False),
+            pa.field("page_id", pa.int64(), nullable=False),
+            pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+            pa.field("entities", pa.list_(INSTANCE_ENTITY), nullable=False),
+        ]
+    ),
+    "Tokenized training sequences with their entities, SI scores and importance (the training contract).",
+)
+
+TRAIN_LOG = DatasetSchema(
+    "train_log",
+    1,
+    pa.schema(
+        [
+            pa.field("step", pa.int64(), nullable=False),
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("value", pa.float64(), nullable=False),
+        ]
+    ),
+    "Training metrics, one row per (step, metric).",
+)
+
+EVAL_RESULTS = DatasetSchema(
+    "eval_results",
+    1,
+    pa.schema(
+        [
+            pa.field("checkpoint", pa.string(), nullable=False),
+            pa.field("task", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("metric", pa.string(), nullable=False),
+            pa.field("value", pa.float64(), nullable=False),
+        ]
+    ),
+    "Downstream evaluation metrics.",
+)
+
+DATASETS: dict[str, DatasetSchema] = {
+    d.name: d
+    for d in (
+        PAGES,
+        REDIRECTS,
+        MENTIONS,
+        KG_ENTITIES,
+        KG_RELATIONS,
+        KG_TRIPLES,
+        entity_embeddings(0),
+        INSTANCES,
+        TRAIN_LOG,
+        EVAL_RESULTS,
+    )
+}

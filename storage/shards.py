@@ -1,0 +1,227 @@
+"""Sharded Parquet datasets: atomic part writes, per-part fingerprints, a manifest written last.
+
+Layout: `{run_dir}/{dataset}/v{N}/part-{i:05d}.parquet` plus `_manifest.json`.
+
+- A part is complete when its file exists: it is written under a temp name in the same folder and
+  renamed, so a killed run never leaves a file a later run would read as complete.
+- Each part carries, in its Parquet key-value metadata, the fingerprint of what produced it (stage
+  config, inputs, code version) and its stats. A re-run skips a part whose fingerprint matches and
+  rewrites it otherwise, and still knows the skipped part's stats for the manifest.
+- The dataset is complete when `_manifest.json` exists; it is deleted when a stage starts writing
+  and written after the last part, so readers never see a half-written dataset as complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage.schemas import DatasetSchema
+
+MANIFEST = "_manifest.json"
+_FINGERPRINT_KEY = "trelm.fingerprint"
+_STATS_KEY = "trelm.stats"
+_ERRORS_KEY = "trelm.errors"
+_MAX_MANIFEST_ERRORS = 1000
+
+
+class IncompleteDatasetError(FileNotFoundError):
+    """A dataset without a manifest: its stage has not finished (or never ran)."""
+
+
+def stable_hash(obj: object) -> str:
+    """A short content hash of JSON-able data (sorted keys, so dict order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def code_version(sources: Iterable[Path]) -> str:
+    """A hash of the source files a stage runs: editing them invalidates its cached outputs."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in sources):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write then rename: readers see the old file or the new one, never a prefix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+@dataclass
+class PartInfo:
+    name: str
+    rows: int
+    bytes: int
+    fingerprint: str
+    stats: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class ShardWriter:
+    """Writes the parts of one dataset version and, last, its manifest."""
+
+    def __init__(self, run_dir: Path, dataset: DatasetSchema, fingerprint: str, compression_level: int = 3):
+        self.dataset = dataset
+        self.dir = Path(run_dir) / dataset.folder
+        self.fingerprint = fingerprint
+        self.compression_level = compression_level
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def open(self) -> ShardWriter:
+        """Mark the dataset incomplete before any part changes."""
+        (self.dir / MANIFEST).unlink(missing_ok=True)
+        return self
+
+    def part_path(self, index: int) -> Path:
+        return self.dir / part_name(index)
+
+    def done_part(self, index: int, part_fingerprint: str | None = None) -> PartInfo | None:
+        """The part's info if it exists and was made from the same inputs, config and code."""
+        path = self.part_path(index)
+        if not path.exists():
+            return None
+        try:
+            info = read_part_info(path)
+        except (pa.ArrowInvalid, OSError):
+            return None  # a foreign or damaged file: rewrite it
+        return info if info.fingerprint == self._part_fingerprint(part_fingerprint) else None
+
+    def write_part(
+        self,
+        index: int,
+        batches: Iterable[pa.RecordBatch | pa.Table],
+        stats: Mapping[str, int] | None = None,
+        errors: list[str] | None = None,
+        part_fingerprint: str | None = None,
+    ) -> PartInfo:
+        """Stream record batches into one part (a row group per batch), then rename it into place.
+
+        `stats` and `errors` are read after `batches` is exhausted, so a generator can fill them.
+        """
+        path = self.part_path(index)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        fingerprint = self._part_fingerprint(part_fingerprint)
+        schema = self.dataset.schema
+        rows = 0
+        try:
+            with pq.ParquetWriter(
+                tmp, schema, compression="zstd", compression_level=self.compression_level
+            ) as w:
+                for batch in batches:
+                    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+                    w.write_table(table.cast(schema))
+                    rows += table.num_rows
+                info = PartInfo(path.name, rows, 0, fingerprint, dict(stats or {}), list(errors or []))
+                w.add_key_value_metadata(_info_metadata(info))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        info.bytes = path.stat().st_size
+        return info
+
+    def finalize(
+        self,
+        parts: list[PartInfo],
+        stats: Mapping[str, object] | None = None,
+        extra: Mapping[str, object] = (),
+    ) -> dict:
+        """Delete parts this run did not produce, then write the manifest (the completion mark)."""
+        keep = {p.name for p in parts}
+        for stale in self.dir.glob("part-*.parquet"):
+            if stale.name not in keep:
+                stale.unlink()
+        merged = Counter()
+        for p in parts:
+            merged.update(p.stats)
+        merged.update(dict(stats or {}))
+        manifest = {
+            "dataset": self.dataset.name,
+            "schema_version": self.dataset.version,
+            "fingerprint": self.fingerprint,
+            "rows": sum(p.rows for p in parts),
+            "parts": [
+                {"name": p.name, "rows": p.rows, "bytes": p.bytes}
+                for p in sorted(parts, key=lambda p: p.name)
+            ],
+            "stats": dict(sorted(merged.items())),
+            "errors": [e for p in parts for e in p.errors][:_MAX_MANIFEST_ERRORS],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **dict(extra),
+        }
+        atomic_write_bytes(self.dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+        return manifest
+
+    def _part_fingerprint(self, part_fingerprint: str | None) -> str:
+        return stable_hash([self.fingerprint, part_fingerprint])
+
+
+def _info_metadata(info: PartInfo) -> dict[str, str]:
+    return {
+        _FINGERPRINT_KEY: info.fingerprint,
+        _STATS_KEY: json.dumps(info.stats),
+        _ERRORS_KEY: json.dumps(info.errors),
+    }
+
+
+def read_part_info(path: Path) -> PartInfo:
+    meta = pq.read_metadata(path)
+    kv = {k.decode(): v.decode() for k, v in (meta.metadata or {}).items()}
+    return PartInfo(
+        path.name,
+        meta.num_rows,
+        path.stat().st_size,
+        kv.get(_FINGERPRINT_KEY, ""),
+        json.loads(kv.get(_STATS_KEY, "{}")),
+        json.loads(kv.get(_ERRORS_KEY, "[]")),
+    )
+
+
+def dataset_dir(run_dir: Path, dataset: DatasetSchema) -> Path:
+    return Path(run_dir) / dataset.folder
+
+
+def read_manifest(run_dir: Path, dataset: DatasetSchema) -> dict:
+    path = dataset_dir(run_dir, dataset) / MANIFEST
+    if not path.exists():
+        raise IncompleteDatasetError(
+            f"dataset {dataset.name!r} is not complete in {Path(run_dir)} (no {MANIFEST}): "
+            f"run the stage that writes it first"
+        )
+    return json.loads(path.read_text())
+
+
+def is_complete(run_dir: Path, dataset: DatasetSchema, fingerprint: str | None = None) -> bool:
+    try:
+        manifest = read_manifest(run_dir, dataset)
+    except IncompleteDatasetError:
+        return False
+    return fingerprint is None or manifest["fingerprint"] == fingerprint
+
+
+def part_paths(run_dir: Path, dataset: DatasetSchema) -> list[Path]:
+    """The parts listed by the manifest (never a stray or in-flight file)."""
+    manifest = read_manifest(run_dir, dataset)
+    return [dataset_dir(run_dir, dataset) / p["name"] for p in manifest["parts"]]
+
+
+def iter_batches(
+    path: Path, columns: list[str] | None = None, batch_size: int = 1024
+) -> Iterable[pa.RecordBatch]:
+    """Stream one part in record batches (bounded memory even for parts of long articles)."""
+    yield from pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
