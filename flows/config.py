@@ -82,7 +82,10 @@ def _apply_override(data: dict, override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"bad override {override!r}: {part!r} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    # scalars stay strings for pydantic to coerce by the field's type: `download.date=20260301` is a
+    # date string, not the int YAML would make of it; lists, mappings and null keep YAML's reading
+    node[leaf] = raw.strip() if isinstance(value, (bool, int, float)) else value
 
 
 def load_config(

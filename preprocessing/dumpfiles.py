@@ -121,7 +121,7 @@ def iter_page_xml(dump: Path, read_bytes: int = 1 << 20) -> Iterator[str]:
         carry = ""
         while True:
             try:
-                chunk = f.read(read_bytes)
+                chunk = f.read1(read_bytes)  # read1: a cut loses only the last step, not the whole read
             except (EOFError, OSError, ValueError) as exc:
                 raise DumpFileError(
                     f"{dump}: compressed data is truncated or corrupt near byte offset {raw.tell()} ({exc}); "

@@ -22,7 +22,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pyarrow as pa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from preprocessing import dumpfiles
@@ -38,6 +38,8 @@ _CODE_MODULES = ("ingest", "resolve", "pages", "wikitext", "titles", "dumpfiles"
 
 
 class IngestConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Extraction processes."
     )

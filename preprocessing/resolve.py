@@ -72,12 +72,12 @@ def _resolved_links(conn: duckdb.DuckDBPyConnection, links: pa.ChunkedArray, sta
     conn.register(
         "lk", pa.table({"i": pa.array(range(len(flat)), pa.int64()), "target": flat.field("target")})
     )
-    res = conn.execute(
+    res = conn.sql(
         """SELECT coalesce(a.target, lk.target) AS target, ar.page_id, ar.qid, a.target IS NOT NULL AS via
         FROM lk LEFT JOIN alias a ON a.title = lk.target
         LEFT JOIN article ar ON ar.title = coalesce(a.target, lk.target)
         ORDER BY lk.i"""
-    ).fetch_arrow_table()
+    ).to_arrow_table()
     conn.unregister("lk")
     stats["links_resolved"] += len(res) - res["page_id"].null_count
     stats["links_unresolved"] += res["page_id"].null_count
@@ -97,9 +97,9 @@ def _as_array(column: pa.Array | pa.ChunkedArray, type_: pa.DataType) -> pa.Arra
 
 def _page_qids(conn: duckdb.DuckDBPyConnection, page_ids: pa.ChunkedArray) -> pa.ChunkedArray:
     conn.register("pg", pa.table({"i": pa.array(range(len(page_ids)), pa.int64()), "page_id": page_ids}))
-    res = conn.execute(
+    res = conn.sql(
         "SELECT any_value(q.qid) AS qid FROM pg LEFT JOIN qids q USING (page_id) GROUP BY pg.i ORDER BY pg.i"
-    ).fetch_arrow_table()
+    ).to_arrow_table()
     conn.unregister("pg")
     return res["qid"]
 
