@@ -2,9 +2,9 @@
 
 Thin wrappers: each stage is a task around the shared stage call in `flows.stages`. Caching works
 across runs: a task's cache key is its config section plus what it reads (dump date, input
-identity, code version), its result is persisted under the data root, and a key is only offered
-while the stage's output is complete on disk, so deleting an output re-runs the stage instead of
-returning a result that points at nothing. Inside a stage, parts resume one by one (storage.shards).
+identity, code version) and its result is persisted under the data root; a task whose output is
+not complete on disk refreshes its cache entry, so deleting an output re-runs the stage instead
+of returning a result that points at nothing. Inside a stage, parts resume one by one (storage.shards).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
-from prefect.filesystems import LocalFileSystem
 
 from flows import stages
 from flows.config import PipelineConfig, load_config
@@ -26,23 +25,25 @@ from storage.shards import code_version, is_complete
 _FLOWS_SOURCES = (Path(__file__),)
 
 
-def _results(cfg: PipelineConfig) -> LocalFileSystem:
-    return LocalFileSystem(basepath=str((cfg.data_root / ".prefect-results").resolve()))
+def _results(cfg: PipelineConfig) -> Path:
+    """Persisted task results live with the data they describe (Prefect takes a Path as local storage)."""
+    return (cfg.data_root / ".prefect-results").resolve()
 
 
-def _download_key(_context, parameters) -> str | None:
+def _download_done(cfg: PipelineConfig) -> bool:
+    return (layout.dumps_dir(cfg.data_root, cfg.download.wiki, cfg.download.date) / MANIFEST_NAME).exists()
+
+
+def _download_key(_context, parameters) -> str:
+    return stages.stage_key("download", parameters["cfg"].download, code_version(_FLOWS_SOURCES))
+
+
+def _ingest_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
-    done = layout.dumps_dir(cfg.data_root, cfg.download.wiki, cfg.download.date) / MANIFEST_NAME
-    return stages.stage_key("download", cfg.download, code_version(_FLOWS_SOURCES)) if done.exists() else None
-
-
-def _ingest_key(_context, parameters) -> str | None:
-    cfg: PipelineConfig = parameters["cfg"]
-    run_dir: Path = parameters["run_dir"]
-    if not is_complete(run_dir, PAGES):
-        return None
     inputs = stages.ingest_inputs(cfg, parameters.get("dump")).identity()
-    return stages.stage_key("ingest", cfg.ingest, [str(run_dir), inputs, code_version(_FLOWS_SOURCES)])
+    return stages.stage_key(
+        "ingest", cfg.ingest, [str(parameters["run_dir"]), inputs, code_version(_FLOWS_SOURCES)]
+    )
 
 
 @task(name="resolve-date", cache_policy=NONE, retries=3, retry_delay_seconds=10)
@@ -66,7 +67,10 @@ def ingest_task(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) ->
 def download_flow(config: PipelineConfig) -> PipelineConfig:
     """Resolve `latest` to a finished dump run and fetch its files, verified."""
     cfg = resolve_date_task(config)
-    report = download_task.with_options(result_storage=_results(cfg))(cfg)
+    # a cached result is only trusted while its output is on disk: otherwise run and re-cache
+    report = download_task.with_options(result_storage=_results(cfg), refresh_cache=not _download_done(cfg))(
+        cfg
+    )
     get_run_logger().info(
         "dump %s/%s: %d files in %s", cfg.download.wiki, report.date, len(report.files), report.directory
     )
@@ -77,7 +81,10 @@ def download_flow(config: PipelineConfig) -> PipelineConfig:
 def ingest_flow(config: PipelineConfig, dump: Path | None = None) -> dict:
     """Extract `pages` and `redirects` shards from the downloaded run (or a local file)."""
     run_dir = stages.run_dir_for(config, dump)
-    manifest = ingest_task.with_options(result_storage=_results(config))(config, run_dir, dump)
+    fresh = not is_complete(run_dir, PAGES)
+    manifest = ingest_task.with_options(result_storage=_results(config), refresh_cache=fresh)(
+        config, run_dir, dump
+    )
     create_markdown_artifact(
         key="ingest-stats",
         markdown=_stats_markdown(run_dir, manifest),

@@ -11,7 +11,6 @@ from collections import Counter
 from itertools import islice
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,7 +30,7 @@ def _sql_list(paths: list[Path]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
-def _load_qids(conn: duckdb.DuckDBPyConnection, page_props: Path | None) -> None:
+def _load_qids(conn, page_props: Path | None) -> None:
     """page_id -> QID from page_props, streamed into DuckDB in batches."""
     conn.execute("CREATE TABLE qids (page_id BIGINT, qid VARCHAR)")
     if page_props is None:
@@ -44,7 +43,7 @@ def _load_qids(conn: duckdb.DuckDBPyConnection, page_props: Path | None) -> None
         conn.unregister("qid_chunk")
 
 
-def build_title_map(conn: duckdb.DuckDBPyConnection, staged: list[Path], redirects: list[Path], page_props):
+def build_title_map(conn, staged: list[Path], redirects: list[Path], page_props):
     """Tables `article(title, page_id, qid)` and `alias(title, target)` (redirects followed two hops)."""
     _load_qids(conn, page_props)
     conn.execute(
@@ -65,7 +64,7 @@ def build_title_map(conn: duckdb.DuckDBPyConnection, staged: list[Path], redirec
     )
 
 
-def _resolved_links(conn: duckdb.DuckDBPyConnection, links: pa.ChunkedArray, stats: Counter) -> pa.Array:
+def _resolved_links(conn, links: pa.ChunkedArray, stats: Counter) -> pa.Array:
     """The part's `links` column with targets redirect-resolved and page ids and QIDs filled in."""
     links = links.combine_chunks()
     flat = pc.list_flatten(links)
@@ -95,7 +94,7 @@ def _as_array(column: pa.Array | pa.ChunkedArray, type_: pa.DataType) -> pa.Arra
     return column.cast(type_)
 
 
-def _page_qids(conn: duckdb.DuckDBPyConnection, page_ids: pa.ChunkedArray) -> pa.ChunkedArray:
+def _page_qids(conn, page_ids: pa.ChunkedArray) -> pa.ChunkedArray:
     conn.register("pg", pa.table({"i": pa.array(range(len(page_ids)), pa.int64()), "page_id": page_ids}))
     res = conn.sql(
         "SELECT any_value(q.qid) AS qid FROM pg LEFT JOIN qids q USING (page_id) GROUP BY pg.i ORDER BY pg.i"
@@ -123,6 +122,8 @@ def resolve_links(
     redirect_paths = [dataset_dir(run_dir, REDIRECTS) / p.name for p in staged]
     # every final part depends on the whole title map, so on every staged part and on page_props
     map_hash = stable_hash([[p.name, p.fingerprint] for p in staged] + [inputs.identity()])
+    import duckdb  # here, so extraction workers do not pay for importing it
+
     writer = ShardWriter(run_dir, PAGES, fingerprint)
     conn = duckdb.connect()
     conn.execute(f"SET memory_limit = '{cfg.duckdb_memory_limit}'")

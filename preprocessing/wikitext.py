@@ -12,20 +12,25 @@ character; plain text is copied by slicing and joined once per pass:
 3. headings, rules, list markers, magic words, bold/italic quotes, HTML tags and external links are
    rewritten by regex;
 4. internal links become their visible text, wrapped in two private-use sentinel characters when they
-   point to an article (namespace 0);
-5. character references are decoded and whitespace is normalized (the sentinels survive both);
-6. the sentinels are removed and their positions, shifted by the number of sentinels before them,
-   become the link offsets: no offset bookkeeping through the earlier rewrites.
+   point to an article (namespace 0); images, categories and interlanguage links vanish; links to
+   other namespaces and wikis keep their visible text only;
+5. character references are decoded (`&nbsp;` to a plain space) and whitespace is normalized; the
+   sentinels survive both;
+6. the text is split at the start sentinels: each anchor starts where the text before it ends, so no
+   offset is tracked through the earlier rewrites.
 
 Simplifications, chosen for a pre-training corpus:
 
 - No template is expanded: every `{{...}}` disappears, text-bearing ones (`{{lang|fr|Paris}}`,
-  `{{convert|5|km}}`) included. Parentheses and separators left empty by that are tidied
-  (`Paris ({{lang|fr|Paris}}; {{IPA|..}})` -> `Paris`).
-- Bold/italic is removed by apostrophe count (2, 3 or 5; 4 and 6+ leave the extra apostrophes)
-  without MediaWiki's balancing heuristics.
+  `{{convert|5|km}}`) included. What that leaves behind is tidied: empty parentheses and leading
+  separators (`Paris ({{lang|fr|Paris}}; {{IPA|..}})` -> `Paris`), a space before punctuation, and
+  the line break of a template or table that was alone on its line.
+- Bold/italic goes by apostrophe runs (2, 3 or 5 go; 4 leaves one, as in MediaWiki; longer runs are
+  split greedily), without MediaWiki's balancing heuristics.
 - Every line break ends a paragraph: paragraphs and list items come out one per line.
-- `<br>` becomes a space; other known HTML tags are dropped, their content kept.
+- `<br>` becomes a space; other HTML tags MediaWiki allows are dropped, their content kept.
+- An unpiped link shows its target as typed (`[[foo_bar]]` -> `foo_bar`); an anchor's edge
+  whitespace is moved out of its span.
 
 Malformed markup never raises and degrades locally:
 
@@ -34,7 +39,7 @@ Malformed markup never raises and degrades locally:
 - an unclosed extension tag (`<ref>` without `</ref>`) drops the tag alone; an unterminated comment
   drops the rest of the page, as in MediaWiki;
 - an unclosed or nested `[[` is dropped with its target, its label stays as text; an unclosed
-  `[[File:`/`[[Category:` drops the rest of its line; stray `]]` and `}}` are dropped.
+  `[[File:`/`[[Category:` drops the rest of its paragraph; stray `]]` and `}}` are dropped.
 """
 
 from __future__ import annotations
@@ -210,7 +215,12 @@ def _strip_templates_and_tables(text: str) -> str:
         elif tables:  # a table's closing `|}`: the regex stops before its '}'
             spans.append((tables.pop(), m.end() + 1))
     spans += _unclosed_spans(text, open_runs, tables)
-    return _cut(text, _merge(spans))
+    merged = _merge(spans)
+    for span in merged:
+        # One alone on its line takes the line break too: an empty line would read as a paragraph break.
+        if text[span[0] - 1] == "\n" and text[span[1] : span[1] + 1] == "\n":
+            span[1] += 1
+    return _cut(text, merged)
 
 
 # --- 3. line and inline markup ------------------------------------------------------------------
@@ -295,6 +305,8 @@ def _classify(raw: str) -> tuple[int, str | None]:
 
 
 def _shown_target(raw: str) -> str:
+    if raw[:1] not in " :" and raw[-1:] != " ":
+        return raw  # the common case, on every unpiped link
     shown = raw.strip()
     return shown[1:].lstrip() if shown.startswith(":") else shown
 
@@ -391,6 +403,9 @@ _EMPTY_PARENS_RE = re.compile(r" \([ ,;]*\)")
 _PAREN_SEPARATOR_RE = re.compile(r"\((?: *[,;])+ *(?=[\w" + _START + "])")
 _SPACE_RUNS_RE = re.compile(r"  +")
 # "word {{template}}, next" or "word&nbsp;{{template}}." leave a space before the punctuation.
+# A short line without a letter or a digit ("." after a citation template alone on its line) is debris;
+# a line holding an anchor never is.
+_WORDLESS_RE = re.compile(r"[^\w" + _START + "]*")
 _SPACE_BEFORE_PUNCTUATION_RE = re.compile(r" ([,.;!?)])(?=[\s" + _END + r"]|\Z)")
 
 
@@ -413,7 +428,8 @@ def _finish(text: str) -> str:
     text = _SPACE_BEFORE_PUNCTUATION_RE.sub(r"\1", text)
     # One paragraph or list item a line, no blank lines, no spaces at either end of a line. The
     # sentinels are no whitespace, and anchors hold none at their edges, so no anchor loses a character.
-    return "\n".join(filter(None, [line.strip() for line in text.split("\n")]))
+    lines = [line.strip() for line in text.split("\n")]
+    return "\n".join(line for line in lines if len(line) > 3 or (line and not _WORDLESS_RE.fullmatch(line)))
 
 
 def _extract_links(text: str, targets: list[str]) -> tuple[str, list[Link]]:

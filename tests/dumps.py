@@ -28,7 +28,9 @@ def page(page_id: int, title: str, text: str = "", ns: int = 0, redirect: str | 
 
 def write_plain(path: Path, pages: list[str | bytes]) -> Path:
     """One XML document (.xml) or one bz2 stream (.xml.bz2), no index."""
-    blob = HEADER.encode() + b"".join(p if isinstance(p, bytes) else p.encode() for p in pages) + FOOTER.encode()
+    blob = (
+        HEADER.encode() + b"".join(p if isinstance(p, bytes) else p.encode() for p in pages) + FOOTER.encode()
+    )
     path.write_bytes(bz2.compress(blob) if path.suffix == ".bz2" else blob)
     return path
 
@@ -47,7 +49,9 @@ def write_multistream(path: Path, pages: list[str | bytes], per_stream: int) -> 
                 index_lines.append(f"{offset}:{page_id}:{title}")
             offset += out.write(bz2.compress(b"".join(chunk)))
         out.write(bz2.compress(FOOTER.encode()))
-    index = path.with_name(path.name.replace("-multistream", "-multistream-index", 1).replace(".xml", ".txt", 1))
+    index = path.with_name(
+        path.name.replace("-multistream", "-multistream-index", 1).replace(".xml", ".txt", 1)
+    )
     index.write_bytes(bz2.compress(("\n".join(index_lines) + "\n").encode()))
     return path, index
 

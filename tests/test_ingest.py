@@ -9,13 +9,19 @@ from storage.shards import MANIFEST, dataset_dir, part_paths, read_manifest
 
 NAME = "testwiki-20260301-pages-articles-multistream1.xml-p1p99.bz2"
 PAGES_XML = [
-    page(1, "Paris", "'''Paris''' is the capital of [[France]]. It is not in the [[USA]] or [[US]] or [[Nowhere]]."),
+    page(
+        1,
+        "Paris",
+        "'''Paris''' is the capital of [[France]]. It is not in the [[USA]] or [[US]] or [[Nowhere]].",
+    ),
     page(2, "France", "'''France''' is a country. Its capital is [[paris|the city of Paris]]."),
     page(3, "United States", "The '''United States''' is a country."),
     page(4, "USA", redirect="United States"),
     page(5, "US", redirect="USA"),  # a double redirect
     page(6, "Talk:Paris", "talk", ns=1),
-    b"  <page>\n    <title>Broken</title>\n    <ns>0</ns>\n    <id>7</id>\n    <revision><text>x</revision>\n  </page>\n",
+    # <text> is never closed: the page is not well-formed XML
+    b"  <page>\n    <title>Broken</title>\n    <ns>0</ns>\n    <id>7</id>\n"
+    b"    <revision><text>x</revision>\n  </page>\n",
     page(8, "Caf\u00e9", "A [[France|French]] word.").encode().replace(b"word", b"w\xffrd"),  # invalid UTF-8
 ]
 QIDS = {1: "Q90", 2: "Q142", 3: "Q30"}
@@ -33,8 +39,10 @@ def _rows(run_dir):
 
 
 def _links(row):
-    return [(row["text"][ln["start"] : ln["end"]], ln["target"], ln["target_page_id"], ln["target_qid"])
-            for ln in row["links"]]
+    return [
+        (row["text"][ln["start"] : ln["end"]], ln["target"], ln["target_page_id"], ln["target_qid"])
+        for ln in row["links"]
+    ]
 
 
 @pytest.fixture

@@ -1,0 +1,97 @@
+"""The bundled sample mirror served on loopback: download with a cut and a corruption, ingest, query."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mirror_server import serve_mirror
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+SAMPLE_MIRROR = Path(__file__).resolve().parents[1] / "sample" / "mirror"
+RUN = "enwiki-20260301"
+
+
+@pytest.fixture
+def mirror_root(tmp_path):
+    root = tmp_path / "mirror"
+    shutil.copytree(SAMPLE_MIRROR, root)
+    return root
+
+
+def _invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _status(root: Path) -> dict:
+    return json.loads((root / "enwiki" / "20260301" / "dumpstatus.json").read_text())
+
+
+def _files_of(status: dict, job: str) -> list[str]:
+    return sorted(status["jobs"][job]["files"])
+
+
+def test_download_resume_reject_ingest_and_query(mirror_root, tmp_path):
+    data = tmp_path / "data"
+    status = _status(mirror_root)
+    articles = [f for f in _files_of(status, "articlesmultistreamdump") if "-index" not in f]
+    props = _files_of(status, "pagepropstable")[0]
+    with serve_mirror(mirror_root) as mirror:
+        mirror.cut(articles[0], after=5000)
+        mirror.corrupt(props)
+        report = json.loads(_invoke("download", "--mirror", mirror.url, "--data-root", str(data)))
+        assert report["date"] == "20260301"  # 20260320 is still in progress
+        ranges = [r.range for r in mirror.file_requests(articles[0])]
+        assert ranges[0] is None and ranges[1] == "bytes=5000-"  # resumed where the cut left it
+        assert len(mirror.file_requests(props)) == 2  # the corrupted transfer was rejected, fetched again
+        assert {r.user_agent for r in mirror.requests} == {report_user_agent(mirror)}
+    downloaded = data / "dumps" / "enwiki" / "20260301"
+    for name in articles + [props]:
+        assert (downloaded / name).read_bytes() == (mirror_root / "enwiki" / "20260301" / name).read_bytes()
+
+    summary = json.loads(_invoke("ingest", "--data-root", str(data), "--workers", "2"))
+    assert summary["rows"] >= 60 and summary["stats"]["redirects"] >= 10
+
+    rows = json.loads(
+        _invoke(
+            "sql",
+            "--json",
+            "--data-root",
+            str(data),
+            "--run",
+            RUN,
+            "SELECT title, qid, len(links) AS n FROM pages ORDER BY title",
+        )
+    )
+    by_title = {r["title"]: r for r in rows}
+    assert by_title["Paris"]["qid"] == "Q90" and by_title["France"]["qid"] == "Q142"
+    assert all(r["n"] > 0 for r in rows)
+    links = json.loads(
+        _invoke(
+            "sql",
+            "--json",
+            "--data-root",
+            str(data),
+            "SELECT l.target, l.target_qid, substr(p.text, l.start + 1, l.end - l.start) AS anchor "
+            "FROM pages p, unnest(p.links) AS t(l) WHERE p.title = 'Paris'",
+        )
+    )
+    assert {"target": "France", "target_qid": "Q142"} in [
+        {k: r[k] for k in ("target", "target_qid")} for r in links
+    ]
+    assert all(r["anchor"] for r in links)
+
+
+def report_user_agent(mirror) -> str:
+    from preprocessing.download import DownloadConfig
+
+    return DownloadConfig().user_agent
+
+
+def test_sql_table_output_and_errors(tmp_path):
+    result = CliRunner().invoke(app, ["sql", "--data-root", str(tmp_path), "SELECT 1"])
+    assert result.exit_code == 2 and "no run in" in result.output
