@@ -213,7 +213,8 @@ def extract_part(job: ExtractJob) -> PartInfo:
     """Phase-1 worker: parse and clean one part, write its staged pages and its redirects."""
     rows = PageRows()
     errors = list(job.errors)
-    staged = ShardWriter(job.run_dir, STAGED_PAGES, job.fingerprint)
+    # lz4: staged parts are read once and deleted; zstd is paid once, on the final parts
+    staged = ShardWriter(job.run_dir, STAGED_PAGES, job.fingerprint, compression="lz4")
     info = staged.write_part(
         job.index,
         _article_batches(_job_pages(job, rows, errors), rows, job.rows_per_row_group),
@@ -255,25 +256,8 @@ def _article_batches(page_xml: Iterator[str], rows: PageRows, per_group: int) ->
     for xml in page_xml:
         add_page(rows, xml)
         if len(rows) >= per_group:
-            yield _take_articles(rows)
-    yield _take_articles(rows)
-
-
-def _take_articles(rows: PageRows) -> pa.Table:
-    table = pa.table(
-        {
-            "page_id": rows.page_id,
-            "rev_id": rows.rev_id,
-            "title": rows.title,
-            "qid": [None] * len(rows),
-            "text": rows.text,
-            "links": rows.links,
-        },
-        schema=PAGES.schema,
-    )
-    for column in (rows.page_id, rows.rev_id, rows.title, rows.text, rows.links):
-        column.clear()
-    return table
+            yield rows.take_articles()
+    yield rows.take_articles()
 
 
 def _redirects_done(run_dir: Path, fingerprint: str, job: ExtractJob) -> bool:

@@ -6,8 +6,11 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from preprocessing.titles import normalize_title
 from preprocessing.wikitext import clean_wikitext
+from storage.schemas import LINK, PAGES
 
 
 @dataclass
@@ -18,12 +21,55 @@ class PageRows:
     rev_id: list[int] = field(default_factory=list)
     title: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
-    links: list[list[dict]] = field(default_factory=list)
+    # links, flat and columnar (one entry per link; link_offsets[i] is where page i's links start):
+    # building Arrow arrays from these is much cheaper than from a dict per link
+    link_offsets: list[int] = field(default_factory=lambda: [0])
+    link_start: list[int] = field(default_factory=list)
+    link_end: list[int] = field(default_factory=list)
+    link_target: list[str] = field(default_factory=list)
     redirects: list[tuple[str, str]] = field(default_factory=list)
     stats: Counter = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return len(self.page_id)
+
+    def take_articles(self) -> pa.Table:
+        """The articles gathered so far as a `pages` table (ids and QIDs unresolved); then empty."""
+        n_links = len(self.link_target)
+        no_ids = pa.nulls(n_links, pa.int64())
+        links = pa.StructArray.from_arrays(
+            [
+                pa.array(self.link_start, pa.int32()),
+                pa.array(self.link_end, pa.int32()),
+                pa.array(self.link_target, pa.string()),
+                no_ids,
+                pa.nulls(n_links, pa.string()),
+            ],
+            fields=list(LINK),
+        )
+        table = pa.table(
+            {
+                "page_id": pa.array(self.page_id, pa.int64()),
+                "rev_id": pa.array(self.rev_id, pa.int64()),
+                "title": pa.array(self.title, pa.string()),
+                "qid": pa.nulls(len(self), pa.string()),
+                "text": pa.array(self.text, pa.large_string()),
+                "links": pa.ListArray.from_arrays(pa.array(self.link_offsets, pa.int32()), links),
+            },
+            schema=PAGES.schema,
+        )
+        for column in (
+            self.page_id,
+            self.rev_id,
+            self.title,
+            self.text,
+            self.link_start,
+            self.link_end,
+            self.link_target,
+        ):
+            column.clear()
+        self.link_offsets[:] = [0]
+        return table
 
 
 def _field(page: ET.Element, path: str) -> str:
@@ -74,17 +120,10 @@ def _add_article(rows: PageRows, page: ET.Element, page_id: int, title: str) -> 
     rows.rev_id.append(int(rev_id.text) if rev_id is not None and rev_id.text else 0)
     rows.title.append(title)
     rows.text.append(text)
-    rows.links.append(
-        [
-            {
-                "start": ln.start,
-                "end": ln.end,
-                "target": ln.target,
-                "target_page_id": None,
-                "target_qid": None,
-            }
-            for ln in links
-        ]
-    )
+    for start, end, target in links:
+        rows.link_start.append(start)
+        rows.link_end.append(end)
+        rows.link_target.append(target)
+    rows.link_offsets.append(len(rows.link_target))
     rows.stats["articles"] += 1
     rows.stats["links"] += len(links)

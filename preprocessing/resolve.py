@@ -8,6 +8,7 @@ one part plus DuckDB's bounded hash tables, whatever the size of the dump.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -118,36 +119,42 @@ def resolve_links(
     cfg, inputs, run_dir: Path, fingerprint: str, staged: list[PartInfo], progress: bool
 ) -> dict:
     """Write the final `pages` parts from the staged ones; returns the `pages` manifest."""
-    staged_paths = [dataset_dir(run_dir, STAGED_PAGES) / p.name for p in staged]
-    redirect_paths = [dataset_dir(run_dir, REDIRECTS) / p.name for p in staged]
-    # every final part depends on the whole title map, so on every staged part and on page_props
-    map_hash = stable_hash([[p.name, p.fingerprint] for p in staged] + [inputs.identity()])
     import duckdb  # here, so extraction workers do not pay for importing it
 
+    # every final part depends on the whole title map, so on every staged part and on page_props
+    map_hash = stable_hash([[p.name, p.fingerprint] for p in staged] + [inputs.identity()])
     writer = ShardWriter(run_dir, PAGES, fingerprint)
-    conn = duckdb.connect()
-    conn.execute(f"SET memory_limit = '{cfg.duckdb_memory_limit}'")
-    map_built = False
-    parts = []
-    for info, path in tqdm(
-        list(zip(staged, staged_paths, strict=True)), desc="resolve", disable=not progress
-    ):
-        index = int(info.name.split("-")[1].split(".")[0])
-        done = writer.done_part(index, map_hash)
-        if done is None:
-            if not map_built:
-                build_title_map(conn, staged_paths, redirect_paths, inputs.page_props)
-                map_built = True
-            table, stats = _resolve_part(conn, path)
-            done = writer.write_part(
-                index,
-                [table],
-                stats=stats + Counter(info.stats),
-                errors=info.errors,
-                part_fingerprint=map_hash,
-            )
-        parts.append(done)
-    conn.close()
-    return writer.finalize(
-        parts, extra={"inputs": inputs.identity(), "ingest_config": cfg.model_dump(mode="json")}
+    todo = [p for p in staged if writer.done_part(_index(p), map_hash) is None]
+    if todo:
+        conn = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit})
+        build_title_map(
+            conn,
+            [dataset_dir(run_dir, STAGED_PAGES) / p.name for p in staged],
+            [dataset_dir(run_dir, REDIRECTS) / p.name for p in staged],
+            inputs.page_props,
+        )
+        # parts in threads, a cursor each: DuckDB and Parquet I/O release the GIL
+        with ThreadPoolExecutor(max(1, min(cfg.workers, len(todo)))) as pool:
+            jobs = pool.map(lambda p: _write_resolved(conn.cursor(), writer, run_dir, p, map_hash), todo)
+            list(tqdm(jobs, total=len(todo), desc="resolve", disable=not progress))
+        conn.close()
+    parts = [writer.done_part(_index(p), map_hash) for p in staged]
+    extra = {"inputs": inputs.identity(), "ingest_config": cfg.model_dump(mode="json")}
+    return writer.finalize(parts, extra=extra)
+
+
+def _index(part: PartInfo) -> int:
+    return int(part.name.split("-")[1].split(".")[0])
+
+
+def _write_resolved(cursor, writer: ShardWriter, run_dir: Path, staged: PartInfo, map_hash: str) -> PartInfo:
+    table, stats = _resolve_part(cursor, dataset_dir(run_dir, STAGED_PAGES) / staged.name)
+    info = writer.write_part(
+        _index(staged),
+        [table],
+        stats=stats + Counter(staged.stats),
+        errors=staged.errors,
+        part_fingerprint=map_hash,
     )
+    cursor.close()
+    return info

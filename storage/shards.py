@@ -76,11 +76,19 @@ class PartInfo:
 class ShardWriter:
     """Writes the parts of one dataset version and, last, its manifest."""
 
-    def __init__(self, run_dir: Path, dataset: DatasetSchema, fingerprint: str, compression_level: int = 3):
+    def __init__(
+        self,
+        run_dir: Path,
+        dataset: DatasetSchema,
+        fingerprint: str,
+        compression: str = "zstd",
+        level: int = 3,
+    ):
         self.dataset = dataset
+        self.compression = compression
         self.dir = Path(run_dir) / dataset.folder
         self.fingerprint = fingerprint
-        self.compression_level = compression_level
+        self.level = level if compression == "zstd" else None
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def open(self) -> ShardWriter:
@@ -121,7 +129,7 @@ class ShardWriter:
         rows = 0
         try:
             with pq.ParquetWriter(
-                tmp, schema, compression="zstd", compression_level=self.compression_level
+                tmp, schema, compression=self.compression, compression_level=self.level
             ) as w:
                 for batch in batches:
                     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
