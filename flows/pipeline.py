@@ -40,7 +40,7 @@ def _download_key(_context, parameters) -> str:
 
 def _ingest_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
-    inputs = stages.ingest_inputs(cfg, parameters.get("dump")).identity()
+    inputs = stages.ingest_inputs(cfg, parameters.get("dump")).hashes()
     return stages.stage_key(
         "ingest", cfg.ingest, [str(parameters["run_dir"]), inputs, code_version(_FLOWS_SOURCES)]
     )

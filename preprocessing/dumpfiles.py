@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -43,6 +44,18 @@ def run_name_for(dump: Path) -> str:
     if m:
         return f"{m['wiki']}-{m['date']}"
     return dump.name.split(".")[0]
+
+
+def file_hash(path: Path) -> str:
+    """The sha1 the dump publishes for `path` (recorded by `trelm download` in `_download.json`), else
+    size and modification time: hashing a 20 GB file on every run would cost minutes."""
+    manifest = path.parent / "_download.json"
+    if manifest.exists():
+        for entry in json.loads(manifest.read_text()).get("files", []):
+            if entry.get("name") == path.name and entry.get("sha1"):
+                return f"sha1:{entry['sha1']}"
+    stat = path.stat()
+    return f"size:{stat.st_size},mtime_ns:{stat.st_mtime_ns}"
 
 
 def index_path_for(dump: Path) -> Path | None:

@@ -31,7 +31,15 @@ from preprocessing.dumpfiles import DumpFileError, StreamRange
 from preprocessing.pages import PageRows, add_page
 from preprocessing.resolve import STAGED_PAGES, resolve_links
 from storage.schemas import PAGES, REDIRECTS
-from storage.shards import PartInfo, ShardWriter, code_version, dataset_dir, read_part_info, stable_hash
+from storage.shards import (
+    PartInfo,
+    Provenance,
+    ShardWriter,
+    code_version,
+    dataset_dir,
+    read_part_info,
+    stable_hash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +71,10 @@ class IngestInputs:
     dumps: tuple[Path, ...]
     page_props: Path | None = None
 
-    def identity(self) -> dict:
-        return {
-            "dumps": [[p.name, p.stat().st_size] for p in self.dumps],
-            "page_props": [self.page_props.name, self.page_props.stat().st_size] if self.page_props else None,
-        }
+    def hashes(self) -> tuple[tuple[str, str], ...]:
+        """(file name, content hash) of every input, for the manifest and the cache keys."""
+        files = [*self.dumps, *[dumpfiles.index_path_for(d) for d in self.dumps], self.page_props]
+        return tuple((p.name, dumpfiles.file_hash(p)) for p in files if p is not None)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class ExtractJob:
 
     index: int
     run_dir: Path
-    fingerprint: str
+    provenance: Provenance
     part_fingerprint: str
     rows_per_row_group: int
     ranges: tuple[StreamRange, ...] = ()
@@ -98,14 +105,20 @@ def inputs_for_file(dump: Path) -> IngestInputs:
     return IngestInputs((dump,), props[0] if props else None)
 
 
+def ingest_provenance(cfg: IngestConfig, inputs: IngestInputs) -> Provenance:
+    # only the part size changes what is written; workers, row groups and memory limits do not
+    config_hash = stable_hash({"pages_per_part": cfg.pages_per_part})
+    code = code_version(Path(__file__).with_name(f"{m}.py") for m in _CODE_MODULES)
+    return Provenance(config_hash, inputs.hashes(), code)
+
+
 def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: bool = True) -> dict:
     """Run both phases; returns the `pages` manifest. Complete parts of an earlier run are kept."""
-    code = code_version(Path(__file__).with_name(f"{m}.py") for m in _CODE_MODULES)
-    fingerprint = stable_hash([cfg.pages_per_part, inputs.identity(), code])
-    staged = _extract(cfg, inputs, run_dir, fingerprint, progress)
+    provenance = ingest_provenance(cfg, inputs)
+    staged = _extract(cfg, inputs, run_dir, provenance, progress)
     redirect_parts = [_redirects_part(run_dir, p) for p in staged]
-    pages_manifest = resolve_links(cfg, inputs, run_dir, fingerprint, staged, progress)
-    ShardWriter(run_dir, REDIRECTS, fingerprint).finalize(redirect_parts, extra={"inputs": inputs.identity()})
+    pages_manifest = resolve_links(cfg, inputs, run_dir, provenance, staged, progress)
+    ShardWriter(run_dir, REDIRECTS, provenance).finalize(redirect_parts)
     if not cfg.keep_staging:
         shutil.rmtree(run_dir / "_staging" / "ingest_pages", ignore_errors=True)
     return pages_manifest
@@ -114,18 +127,18 @@ def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: boo
 # ---------------------------------------------------------------- phase 1: extract
 
 
-def _extract(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, fingerprint: str, progress: bool):
-    staged = ShardWriter(run_dir, STAGED_PAGES, fingerprint).open()
-    ShardWriter(run_dir, PAGES, fingerprint).open()
-    ShardWriter(run_dir, REDIRECTS, fingerprint).open()
-    jobs = _plan_jobs(cfg, inputs, run_dir, fingerprint)
+def _extract(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, provenance: Provenance, progress: bool):
+    staged = ShardWriter(run_dir, STAGED_PAGES, provenance).open()
+    ShardWriter(run_dir, PAGES, provenance).open()
+    ShardWriter(run_dir, REDIRECTS, provenance).open()
+    jobs = _plan_jobs(cfg, inputs, run_dir, provenance)
     done: list[PartInfo] = []
     bar = tqdm(desc="extract", unit="part", disable=not progress)
     with _pool(cfg.workers) as pool:
         pending: list[Future] = []
         for job in jobs:
             info = staged.done_part(job.index, job.part_fingerprint)
-            if info and _redirects_done(run_dir, fingerprint, job):
+            if info and _redirects_done(run_dir, provenance, job):
                 done.append(info)
                 bar.update()
                 continue
@@ -142,7 +155,7 @@ def _extract(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, fingerprint
 
 
 def _plan_jobs(
-    cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, fingerprint: str
+    cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, provenance: Provenance
 ) -> Iterator[ExtractJob]:
     next_index = 0
     for dump in inputs.dumps:
@@ -152,7 +165,7 @@ def _plan_jobs(
             yield ExtractJob(
                 next_index,
                 run_dir,
-                fingerprint,
+                provenance,
                 stable_hash([dump.name, key]),
                 cfg.rows_per_row_group,
                 ranges,
@@ -214,7 +227,7 @@ def extract_part(job: ExtractJob) -> PartInfo:
     rows = PageRows()
     errors = list(job.errors)
     # lz4: staged parts are read once and deleted; zstd is paid once, on the final parts
-    staged = ShardWriter(job.run_dir, STAGED_PAGES, job.fingerprint, compression="lz4")
+    staged = ShardWriter(job.run_dir, STAGED_PAGES, job.provenance, compression="lz4")
     info = staged.write_part(
         job.index,
         _article_batches(_job_pages(job, rows, errors), rows, job.rows_per_row_group),
@@ -225,7 +238,7 @@ def extract_part(job: ExtractJob) -> PartInfo:
     redirects = pa.table(
         {"title": [t for t, _ in rows.redirects], "target": [t for _, t in rows.redirects]}, REDIRECTS.schema
     )
-    ShardWriter(job.run_dir, REDIRECTS, job.fingerprint).write_part(
+    ShardWriter(job.run_dir, REDIRECTS, job.provenance).write_part(
         job.index, [redirects], part_fingerprint=job.part_fingerprint
     )
     return info
@@ -260,8 +273,8 @@ def _article_batches(page_xml: Iterator[str], rows: PageRows, per_group: int) ->
     yield rows.take_articles()
 
 
-def _redirects_done(run_dir: Path, fingerprint: str, job: ExtractJob) -> bool:
-    return ShardWriter(run_dir, REDIRECTS, fingerprint).done_part(job.index, job.part_fingerprint) is not None
+def _redirects_done(run_dir: Path, provenance: Provenance, job: ExtractJob) -> bool:
+    return ShardWriter(run_dir, REDIRECTS, provenance).done_part(job.index, job.part_fingerprint) is not None
 
 
 def _redirects_part(run_dir: Path, staged: PartInfo) -> PartInfo:

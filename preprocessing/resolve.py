@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from preprocessing.sqldump import iter_wikibase_items
 from storage.schemas import LINK, PAGES, REDIRECTS, DatasetSchema
-from storage.shards import PartInfo, ShardWriter, dataset_dir, stable_hash
+from storage.shards import PartInfo, Provenance, ShardWriter, dataset_dir, stable_hash
 
 _PROPS_BATCH = 100_000
 STAGED_PAGES = DatasetSchema(
@@ -116,14 +116,14 @@ def _resolve_part(conn, staged_path: Path) -> tuple[pa.Table, Counter]:
 
 
 def resolve_links(
-    cfg, inputs, run_dir: Path, fingerprint: str, staged: list[PartInfo], progress: bool
+    cfg, inputs, run_dir: Path, provenance: Provenance, staged: list[PartInfo], progress: bool
 ) -> dict:
     """Write the final `pages` parts from the staged ones; returns the `pages` manifest."""
     import duckdb  # here, so extraction workers do not pay for importing it
 
     # every final part depends on the whole title map, so on every staged part and on page_props
-    map_hash = stable_hash([[p.name, p.fingerprint] for p in staged] + [inputs.identity()])
-    writer = ShardWriter(run_dir, PAGES, fingerprint)
+    map_hash = stable_hash([[p.name, p.fingerprint] for p in staged])
+    writer = ShardWriter(run_dir, PAGES, provenance)
     todo = [p for p in staged if writer.done_part(_index(p), map_hash) is None]
     if todo:
         conn = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit})
@@ -139,7 +139,7 @@ def resolve_links(
             list(tqdm(jobs, total=len(todo), desc="resolve", disable=not progress))
         conn.close()
     parts = [writer.done_part(_index(p), map_hash) for p in staged]
-    extra = {"inputs": inputs.identity(), "ingest_config": cfg.model_dump(mode="json")}
+    extra = {"ingest_config": cfg.model_dump(mode="json")}
     return writer.finalize(parts, extra=extra)
 
 

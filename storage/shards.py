@@ -4,9 +4,10 @@ Layout: `{run_dir}/{dataset}/v{N}/part-{i:05d}.parquet` plus `_manifest.json`.
 
 - A part is complete when its file exists: it is written under a temp name in the same folder and
   renamed, so a killed run never leaves a file a later run would read as complete.
-- Each part carries, in its Parquet key-value metadata, the fingerprint of what produced it (stage
-  config, inputs, code version) and its stats. A re-run skips a part whose fingerprint matches and
-  rewrites it otherwise, and still knows the skipped part's stats for the manifest.
+- Each part carries, in its Parquet key-value metadata, the fingerprint of what produced it (its
+  `Provenance`: stage config hash, input hashes, code version) and its stats. A re-run skips a
+  part whose fingerprint matches and rewrites it otherwise, and still knows the skipped part's
+  stats for the manifest.
 - The dataset is complete when `_manifest.json` exists; it is deleted when a stage starts writing
   and written after the last part, so readers never see a half-written dataset as complete.
 """
@@ -63,6 +64,26 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """What a dataset was made from: its stage config, its inputs' hashes and the stage's code."""
+
+    config_hash: str
+    inputs: tuple[tuple[str, str], ...]  # (input name, content hash or manifest hash), in order
+    code_version: str
+
+    @property
+    def fingerprint(self) -> str:
+        return stable_hash([self.config_hash, self.inputs, self.code_version])
+
+    def as_dict(self) -> dict:
+        return {
+            "config_hash": self.config_hash,
+            "inputs": dict(self.inputs),
+            "code_version": self.code_version,
+        }
+
+
 @dataclass
 class PartInfo:
     name: str
@@ -80,20 +101,23 @@ class ShardWriter:
         self,
         run_dir: Path,
         dataset: DatasetSchema,
-        fingerprint: str,
+        provenance: Provenance,
         compression: str = "zstd",
         level: int = 3,
     ):
         self.dataset = dataset
         self.compression = compression
         self.dir = Path(run_dir) / dataset.folder
-        self.fingerprint = fingerprint
+        self.provenance = provenance
+        self.fingerprint = provenance.fingerprint
         self.level = level if compression == "zstd" else None
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def open(self) -> ShardWriter:
-        """Mark the dataset incomplete before any part changes."""
+        """Mark the dataset incomplete before any part changes; sweep temp files of killed runs."""
         (self.dir / MANIFEST).unlink(missing_ok=True)
+        for litter in self.dir.glob(".part-*.tmp-*"):
+            litter.unlink(missing_ok=True)
         return self
 
     def part_path(self, index: int) -> Path:
@@ -162,6 +186,7 @@ class ShardWriter:
             "dataset": self.dataset.name,
             "schema_version": self.dataset.version,
             "fingerprint": self.fingerprint,
+            **self.provenance.as_dict(),
             "rows": sum(p.rows for p in parts),
             "parts": [
                 {"name": p.name, "rows": p.rows, "bytes": p.bytes}
