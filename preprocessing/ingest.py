@@ -37,6 +37,8 @@ from storage.shards import (
     ShardWriter,
     code_version,
     dataset_dir,
+    is_complete,
+    read_manifest,
     read_part_info,
     stable_hash,
 )
@@ -115,6 +117,10 @@ def ingest_provenance(cfg: IngestConfig, inputs: IngestInputs) -> Provenance:
 def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: bool = True) -> dict:
     """Run both phases; returns the `pages` manifest. Complete parts of an earlier run are kept."""
     provenance = ingest_provenance(cfg, inputs)
+    if is_complete(run_dir, REDIRECTS, provenance.fingerprint) and is_complete(
+        run_dir, PAGES, provenance.fingerprint
+    ):
+        return read_manifest(run_dir, PAGES)  # same inputs, config and code: nothing to do
     staged = _extract(cfg, inputs, run_dir, provenance, progress)
     redirect_parts = [_redirects_part(run_dir, p) for p in staged]
     pages_manifest = resolve_links(cfg, inputs, run_dir, provenance, staged, progress)

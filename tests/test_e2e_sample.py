@@ -21,8 +21,8 @@ def mirror_root(tmp_path):
     return root
 
 
-def _invoke(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+def _invoke(*args: str, stdin: str | None = None) -> str:
+    result = CliRunner().invoke(app, list(args), input=stdin, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -84,6 +84,17 @@ def test_download_resume_reject_ingest_and_query(mirror_root, tmp_path):
         {k: r[k] for k in ("target", "target_qid")} for r in links
     ]
     assert all(r["anchor"] for r in links)
+
+    table = _invoke("sql", "--data-root", str(data), "SELECT title, qid FROM pages WHERE title = 'Paris'")
+    assert "Paris" in table and "Q90" in table and "(1 rows)" in table
+    session = _invoke(
+        "inspect",
+        "--data-root",
+        str(data),
+        stdin=(".tables\nSELECT count(*) AS n\n  FROM redirects;\n.schema pages\nSELECT nope;\n.quit\n"),
+    )
+    assert "views pages, redirects" in session and "links" in session  # .schema lists the columns
+    assert f"│ {summary['stats']['redirects']} " in session  # the two-line statement ran
 
 
 def report_user_agent(mirror) -> str:
