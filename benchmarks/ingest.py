@@ -22,15 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import psutil
+from realdata import BENCH, gensim_sample
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / ".bench"
 WX_VENV = BENCH / "venv"
-GENSIM_FILE = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 _ID_RE = re.compile(r"<id>(\d+)</id>")
 _TITLE_RE = re.compile(r"<title>(.*?)</title>")
 
@@ -66,31 +63,6 @@ def wikiextractor_bin() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(WX_VENV)], check=True)
         subprocess.run([str(WX_VENV / "bin" / "pip"), "install", "-q", "wikiextractor==3.1.0"], check=True)
     return exe
-
-
-def gensim_sample() -> Path:
-    """A real enwiki pages-articles excerpt (106 full articles, 6 MB of XML) from gensim's test data."""
-    target = BENCH / Path(GENSIM_FILE).name
-    if not target.exists():
-        BENCH.mkdir(exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--no-deps",
-                "gensim==4.4.0",
-                "-d",
-                str(BENCH / "wheels"),
-            ],
-            check=True,
-        )
-        wheel = next((BENCH / "wheels").glob("gensim-*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            target.write_bytes(zf.read(GENSIM_FILE))
-    return target
 
 
 def input_facts(path: Path) -> tuple[int, int, int]:

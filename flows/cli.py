@@ -116,6 +116,36 @@ def ingest(
     )
 
 
+@app.command()
+def link(
+    workers: Annotated[int | None, typer.Option(help="Linking processes.")] = None,
+    linker: Annotated[
+        str | None, typer.Option(help="local (TAGME on the run's dictionary) or remote (web API).")
+    ] = None,
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+) -> None:
+    """Link entities (TAGME) in the run's pages against the KG into `mentions` shards."""
+    from flows import stages
+    from storage import layout
+    from storage.shards import IncompleteDatasetError
+
+    _setup_logging()
+    cfg = _config(config, set_, data_root, run, link={"workers": workers, "linker": linker})
+    try:
+        run_dir = layout.resolve_run(cfg.data_root, cfg.run)
+        manifest = stages.run_link(cfg, run_dir)
+    except (FileNotFoundError, IncompleteDatasetError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        json.dumps(
+            {"rows": manifest["rows"], "parts": len(manifest["parts"]), "stats": manifest["stats"]}, indent=2
+        )
+    )
+
+
 def _downloaded_run_config(cfg, layout):
     """Without --dump: the run's own config (which names the downloaded date), else the newest download."""
     from flows.config import load_config

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from preprocessing.download import DownloadConfig
 from preprocessing.ingest import IngestConfig
+from preprocessing.kg import KGConfig
+from preprocessing.link import LinkConfig
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 # the bundled sample lives beside the packages in a source checkout; TRELM_SAMPLE_DIR points elsewhere
@@ -37,6 +39,10 @@ class PipelineConfig(BaseModel):
     progress: bool = Field(True, description="Show progress bars on a terminal.")
     download: DownloadConfig = Field(default_factory=DownloadConfig, description="`download` stage.")
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="`ingest` stage.")
+    kg: KGConfig = Field(
+        default_factory=KGConfig, description="The Wikidata5M knowledge graph (loaded by `link`)."
+    )
+    link: LinkConfig = Field(default_factory=LinkConfig, description="`link` stage: entity linking.")
 
 
 def preset_names() -> list[str]:

@@ -14,13 +14,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import unmapped
 
 from flows import stages
-from flows.config import PipelineConfig, load_config
+from flows.config import PipelineConfig, load_config, save_config
+from preprocessing import link as link_stage
 from preprocessing.download import MANIFEST_NAME, DownloadReport
 from storage import layout
-from storage.schemas import PAGES
-from storage.shards import code_version, is_complete
+from storage.schemas import KG_ENTITIES, PAGES
+from storage.shards import PartInfo, Provenance, code_version, is_complete
 
 _FLOWS_SOURCES = (Path(__file__),)
 
@@ -87,10 +90,73 @@ def ingest_flow(config: PipelineConfig, dump: Path | None = None) -> dict:
     )
     create_markdown_artifact(
         key="ingest-stats",
-        markdown=_stats_markdown(run_dir, manifest),
+        markdown=_stats_markdown("ingest", run_dir, manifest),
         description="Rows and per-reason counts of the ingest stage.",
     )
     return manifest
+
+
+def _kg_key(_context, parameters) -> str:
+    cfg: PipelineConfig = parameters["cfg"]
+    return stages.stage_key("kg", cfg.kg, [str(parameters["run_dir"]), code_version(_FLOWS_SOURCES)])
+
+
+@task(name="load-kg", cache_key_fn=_kg_key, persist_result=True)
+def kg_task(cfg: PipelineConfig, run_dir: Path) -> dict | None:
+    return stages.run_kg(cfg, run_dir)
+
+
+@task(name="build-dictionary", cache_policy=NONE)
+def dictionary_task(cfg: PipelineConfig, run_dir: Path) -> Provenance:
+    """The anchor dictionary (skipped inside when complete for the same pages) and the mentions provenance."""
+    return link_stage.prepare(cfg.link, run_dir, progress=False)
+
+
+@task(name="link-part", cache_policy=NONE, retries=1)
+def link_part_task(cfg: PipelineConfig, run_dir: Path, part: Path, provenance: Provenance) -> PartInfo:
+    """One pages part -> its mentions part; a part already done for the same provenance is kept."""
+    if cfg.link.task_runner == "threads":
+        return link_stage.link_part_in_pool(cfg.link, run_dir, part, provenance)
+    return link_stage.link_part(cfg.link, run_dir, part, provenance)
+
+
+def _task_runner(cfg: PipelineConfig):
+    if cfg.link.task_runner == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:
+            raise ImportError("link.task_runner: dask needs `pip install 'trelm-pipeline[dask]'`") from exc
+        return DaskTaskRunner(address=cfg.link.dask_address)
+    if cfg.link.task_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=cfg.link.workers)
+    return ThreadPoolTaskRunner(max_workers=cfg.link.workers)
+
+
+@flow(name="link")
+def link_flow(config: PipelineConfig) -> dict:
+    """Load the KG, build the anchor dictionary, link every pages part (mapped tasks), write `mentions`."""
+    run_dir = stages.run_dir_for(config)
+    save_config(config, run_dir / layout.RUN_CONFIG)
+    kg_task.with_options(result_storage=_results(config), refresh_cache=not _kg_done(config, run_dir))(
+        config, run_dir
+    )
+    provenance = dictionary_task(config, run_dir)
+    futures = link_part_task.map(
+        unmapped(config), unmapped(run_dir), link_stage.pages_parts(run_dir), unmapped(provenance)
+    )
+    parts = [f.result() for f in futures]
+    link_stage.shutdown_pool()
+    manifest = link_stage.finalize(config.link, run_dir, provenance, parts)
+    create_markdown_artifact(
+        key="link-stats",
+        markdown=_stats_markdown("link", run_dir, manifest),
+        description="Mentions by source and alignment counts of the link stage.",
+    )
+    return manifest
+
+
+def _kg_done(cfg: PipelineConfig, run_dir: Path) -> bool:
+    return cfg.kg.path is None or is_complete(run_dir, KG_ENTITIES)
 
 
 @flow(name="trelm", log_prints=True)
@@ -105,12 +171,18 @@ def trelm(
     config = config or load_config(preset, overrides or [])
     resolved = download_flow(config)
     pages = ingest_flow(resolved)
-    return {"run_dir": str(stages.run_dir_for(resolved)), "pages": pages["rows"], "stats": pages["stats"]}
+    linked = link_flow.with_options(task_runner=_task_runner(resolved))(resolved)
+    return {
+        "run_dir": str(stages.run_dir_for(resolved)),
+        "pages": pages["rows"],
+        "stats": pages["stats"],
+        "mentions": linked["stats"],
+    }
 
 
-def _stats_markdown(run_dir: Path, manifest: dict) -> str:
+def _stats_markdown(stage: str, run_dir: Path, manifest: dict) -> str:
     lines = [
-        f"### ingest: `{run_dir}`",
+        f"### {stage}: `{run_dir}`",
         "",
         f"{manifest['rows']} pages in {len(manifest['parts'])} parts",
         "",

@@ -8,6 +8,8 @@ from flows.config import PipelineConfig, save_config
 from preprocessing import dumpfiles
 from preprocessing.download import DownloadReport, download_run, resolve_date
 from preprocessing.ingest import IngestInputs, ingest, inputs_for_file, inputs_for_run
+from preprocessing.kg import load_kg
+from preprocessing.link import link
 from storage import layout
 from storage.shards import stable_hash
 
@@ -46,3 +48,17 @@ def stage_key(stage: str, section: object, inputs: object) -> str:
     """Cache key of a stage call: its config section and what it reads."""
     dump = section.model_dump(mode="json") if hasattr(section, "model_dump") else section
     return f"{stage}-{stable_hash([dump, inputs])}"
+
+
+def run_kg(cfg: PipelineConfig, run_dir: Path) -> dict | None:
+    """Load the KG named by `kg.path` into the run (None when no KG is configured)."""
+    if cfg.kg.path is None:
+        return None
+    return load_kg(cfg.kg, run_dir, progress=cfg.progress)
+
+
+def run_link(cfg: PipelineConfig, run_dir: Path) -> dict:
+    """KG (if configured), anchor dictionary, then every pages part -> mentions."""
+    save_config(cfg, run_dir / layout.RUN_CONFIG)
+    run_kg(cfg, run_dir)
+    return link(cfg.link, run_dir, progress=cfg.progress)

@@ -15,11 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,6 +27,7 @@ from tqdm import tqdm
 from preprocessing import dumpfiles
 from preprocessing.dumpfiles import DumpFileError, StreamRange
 from preprocessing.pages import PageRows, add_page
+from preprocessing.parallel import process_pool
 from preprocessing.resolve import STAGED_PAGES, resolve_links
 from storage.schemas import PAGES, REDIRECTS
 from storage.shards import (
@@ -140,7 +139,7 @@ def _extract(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, provenance:
     jobs = _plan_jobs(cfg, inputs, run_dir, provenance)
     done: list[PartInfo] = []
     bar = tqdm(desc="extract", unit="part", disable=not progress)
-    with _pool(cfg.workers) as pool:
+    with process_pool(cfg.workers, ["preprocessing.ingest"]) as pool:
         pending: list[Future] = []
         for job in jobs:
             info = staged.done_part(job.index, job.part_fingerprint)
@@ -214,18 +213,6 @@ def _one_pass_groups(dump: Path, cfg: IngestConfig):
             batch, number = [], number + 1
     if batch:
         yield ["pages", number, cfg.pages_per_part], (), tuple(batch), ()
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes. `fork` starts them without re-importing anything (about 0.5 s a worker
-    saved), but is only safe while this process has a single thread: a Prefect flow run has more,
-    and a lock another thread holds at fork time would stay locked in the child. Then `forkserver`,
-    whose server imports the worker modules once and forks each worker from itself."""
-    if threading.active_count() == 1:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
-    context = get_context("forkserver")
-    context.set_forkserver_preload(["preprocessing.ingest"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def extract_part(job: ExtractJob) -> PartInfo:

@@ -176,6 +176,45 @@ INSTANCES = DatasetSchema(
     "Tokenized training sequences with their entities, SI scores and importance (the training contract).",
 )
 
+ANCHOR_TARGET = pa.struct(
+    [
+        pa.field("entity_id", pa.int32(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+    ]
+)
+
+ANCHORS = DatasetSchema(
+    "anchors",
+    1,
+    pa.schema(
+        [
+            pa.field("anchor", pa.string(), nullable=False),
+            pa.field("link_count", pa.int64(), nullable=False),
+            pa.field("text_count", pa.int64(), nullable=False),
+            pa.field("link_prob", pa.float32(), nullable=False),
+            pa.field("targets", pa.list_(ANCHOR_TARGET), nullable=False),
+        ]
+    ),
+    "TAGME anchor dictionary: lower-cased token-joined anchor text, how often it is a link and how often"
+    " it occurs as text (link_prob = link_count / text_count), and its link targets by count (commonness).",
+)
+
+LINK_TARGETS = DatasetSchema(
+    "link_targets",
+    1,
+    pa.schema(
+        [
+            pa.field("entity_id", pa.int32(), nullable=False),
+            pa.field("target", pa.string(), nullable=False),
+            pa.field("page_id", pa.int64()),
+            pa.field("sources", pa.list_(pa.int64()), nullable=False),
+        ]
+    ),
+    "Every page linked to (by normalized title; page_id null when the page is not in the dump) with a"
+    " dense entity_id, and the articles linking to it (sorted page ids), for Milne-Witten relatedness.",
+)
+
 TRAIN_LOG = DatasetSchema(
     "train_log",
     1,
@@ -210,6 +249,8 @@ DATASETS: dict[str, DatasetSchema] = {
         PAGES,
         REDIRECTS,
         MENTIONS,
+        ANCHORS,
+        LINK_TARGETS,
         KG_ENTITIES,
         KG_RELATIONS,
         KG_TRIPLES,

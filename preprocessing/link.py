@@ -1,0 +1,385 @@
+"""`trelm link`: pages -> `mentions`, row-aligned with `pages` (same part names, same row order).
+
+Each page's own anchors are gold mentions (`source = "anchor"`: Wikipedia links an entity once per
+article); the linker adds what it finds beyond them (`tagme`, the local TAGME of
+`preprocessing.tagme`, or `tagme-api`, the official web service). Every mention is aligned to the
+KG: linked page -> QID (from ingest's page_props) -> `kg_id`. A mention whose entity is not in the
+KG (or when no KG is loaded) keeps its target title, page id and QID with `kg_id` null, counted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from preprocessing import tagme
+from preprocessing.anchors import build_dictionary, dictionary_provenance, load_dictionary
+from preprocessing.parallel import process_pool
+from preprocessing.tagme import TagmeConfig
+from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeConfig, RemoteTagmeError
+from storage.schemas import ANCHORS, KG_ENTITIES, LINK_TARGETS, MENTION, MENTIONS, PAGES, REDIRECTS
+from storage.shards import (
+    PartInfo,
+    Provenance,
+    ShardWriter,
+    code_version,
+    is_complete,
+    part_paths,
+    read_manifest,
+    read_part_info,
+    stable_hash,
+)
+
+_RAW_MENTION = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("entity_id", pa.int32()),
+        ("start", pa.int32()),
+        ("end", pa.int32()),
+        ("surface", pa.string()),
+        ("target", pa.string()),
+        ("target_page_id", pa.int64()),
+        ("qid", pa.string()),
+        ("rho", pa.float32()),
+        ("link_prob", pa.float32()),
+        ("source", pa.string()),
+    ]
+)
+
+
+class LinkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    linker: Literal["local", "remote"] = Field(
+        "local",
+        description="`local`: TAGME over the run's own anchor dictionary; `remote`: the TAGME web API.",
+    )
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="Linking processes.")
+    tagme: TagmeConfig = Field(default_factory=TagmeConfig, description="Local TAGME parameters.")
+    task_runner: Literal["threads", "processes", "dask"] = Field(
+        "threads",
+        description="Prefect task runner of the per-part tasks. With `threads` the CPU work runs in "
+        "`workers` processes; `processes` and `dask` run it in the runner's own processes.",
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler address of a Dask cluster (task_runner: dask)."
+    )
+    remote: RemoteTagmeConfig = Field(
+        default_factory=RemoteTagmeConfig, description="The TAGME web API (linker: remote)."
+    )
+    duckdb_memory_limit: str = Field(
+        "2GB", description="DuckDB memory limit for the dictionary merges and alignment."
+    )
+
+
+def link_provenance(cfg: LinkConfig, run_dir: Path) -> Provenance:
+    """Linker settings, the pages, the dictionary and the KG the mentions were made from."""
+    inputs = [("pages", read_manifest(run_dir, PAGES)["fingerprint"])]
+    if cfg.linker == "local":
+        inputs.append(("anchors", dictionary_provenance(cfg.tagme, run_dir).fingerprint))
+    kg = read_manifest(run_dir, KG_ENTITIES)["fingerprint"] if is_complete(run_dir, KG_ENTITIES) else "none"
+    inputs.append(("kg_entities", kg))
+    remote = cfg.remote.model_dump(include={"api_url", "lang", "min_rho", "max_chars"})
+    config = {"linker": cfg.linker, "tagme": cfg.tagme.model_dump(), "remote": remote}
+    sources = [Path(__file__), Path(tagme.__file__)]
+    return Provenance(stable_hash(config), tuple(inputs), code_version(sources))
+
+
+def pages_parts(run_dir: Path) -> list[Path]:
+    return part_paths(run_dir, PAGES)
+
+
+def prepare(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> Provenance:
+    """Build the dictionary if the local linker needs it, mark `mentions` incomplete; the provenance."""
+    if cfg.linker == "local":
+        build_dictionary(cfg.tagme, run_dir, cfg.workers, cfg.duckdb_memory_limit, progress)
+    provenance = link_provenance(cfg, run_dir)
+    if not is_complete(run_dir, MENTIONS, provenance.fingerprint):
+        ShardWriter(run_dir, MENTIONS, provenance).open()
+    return provenance
+
+
+def link_part(cfg: LinkConfig, run_dir: Path, pages_part: Path, provenance: Provenance) -> PartInfo:
+    """Link one pages part into the mentions part of the same name (skipped when already done)."""
+    writer = ShardWriter(run_dir, MENTIONS, provenance)
+    index = int(pages_part.stem.split("-")[1])
+    source_fp = read_part_info(pages_part).fingerprint
+    done = writer.done_part(index, source_fp)
+    if done is not None:
+        return done
+    stats: Counter = Counter()
+    pages = pq.read_table(pages_part, columns=["page_id", "text", "links"])
+    sentences, raw = _mentions_of(cfg, run_dir, pages, stats)
+    table = _aligned(run_dir, pages.column("page_id"), sentences, raw, stats, cfg.duckdb_memory_limit)
+    errors = stats.pop("_errors", [])
+    return writer.write_part(index, [table], stats=stats, errors=errors, part_fingerprint=source_fp)
+
+
+def link(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> dict:
+    """The whole stage in this process and `workers` worker processes; returns the mentions manifest."""
+    provenance = prepare(cfg, run_dir, progress)
+    if is_complete(run_dir, MENTIONS, provenance.fingerprint):
+        return read_manifest(run_dir, MENTIONS)
+    parts = pages_parts(run_dir)
+    with process_pool(cfg.workers, ["preprocessing.link"]) as pool:
+        futures = [pool.submit(link_part, cfg, run_dir, p, provenance) for p in parts]
+        done = [f.result() for f in tqdm(futures, desc="link", disable=not progress)]
+    return finalize(cfg, run_dir, provenance, done)
+
+
+_shared_pool: list = []  # one pool per process for link_part_in_pool, made on first use
+_shared_pool_lock = threading.Lock()
+
+
+def link_part_in_pool(cfg: LinkConfig, run_dir: Path, pages_part: Path, provenance: Provenance) -> PartInfo:
+    """`link_part` in a shared pool of `workers` processes: what a thread-based task runner calls,
+    since linking is CPU-bound Python that threads cannot run in parallel."""
+    with _shared_pool_lock:
+        if not _shared_pool:
+            _shared_pool.append(process_pool(cfg.workers, ["preprocessing.link"]))
+    return _shared_pool[0].submit(link_part, cfg, run_dir, pages_part, provenance).result()
+
+
+def shutdown_pool() -> None:
+    with _shared_pool_lock:
+        while _shared_pool:
+            _shared_pool.pop().shutdown()
+
+
+def finalize(cfg: LinkConfig, run_dir: Path, provenance: Provenance, parts: list[PartInfo]) -> dict:
+    return ShardWriter(run_dir, MENTIONS, provenance).finalize(
+        sorted(parts, key=lambda p: p.name), extra={"link_config": cfg.model_dump(mode="json")}
+    )
+
+
+# ---------------------------------------------------------------- linking
+
+
+def _raw(row, start, end, surface, *, target=None, page_id=None, qid=None, entity_id=None, rho, lp, source):
+    """One mention before alignment, in `_RAW_MENTION` column order."""
+    return (row, entity_id, start, end, surface, target, page_id, qid, rho, lp, source)
+
+
+@lru_cache(maxsize=1)
+def _local_model(run_dir: Path, fingerprint: str) -> tuple[tagme.Dictionary, tagme.Relatedness]:
+    """Loaded once per worker process (the fingerprint key reloads it after a rebuild)."""
+    return load_dictionary(run_dir)
+
+
+def _mentions_of(cfg: LinkConfig, run_dir: Path, pages: pa.Table, stats: Counter):
+    """Sentences per page, and the raw mention rows (row = page's row in the part)."""
+    texts = pages.column("text").to_pylist()
+    all_links = pages.column("links").to_pylist()
+    if cfg.linker == "local":
+        annotate = _local_annotator(cfg, run_dir, {ln["target"] for links in all_links for ln in links})
+    else:
+        annotate = _remote_annotator(cfg)
+    sentences, raw = [], []
+    for row, (doc, links) in enumerate(zip(tagme.nlp().pipe(texts, batch_size=32), all_links, strict=True)):
+        tokens = tagme.token_arrays(doc)
+        sentences.append([{"start": a, "end": b} for a, b in tagme.sentence_spans(doc, tokens[1], tokens[2])])
+        raw += _gold_rows(row, doc.text, links, stats)
+        raw += annotate(row, doc.text, tokens, links, stats)
+    return sentences, raw
+
+
+def _gold_rows(row: int, text: str, links: list[dict], stats: Counter) -> list[tuple]:
+    stats["mentions_anchor"] += len(links)
+    return [
+        _raw(
+            row,
+            ln["start"],
+            ln["end"],
+            text[ln["start"] : ln["end"]],
+            target=ln["target"],
+            page_id=ln["target_page_id"],
+            qid=ln["target_qid"],
+            rho=1.0,
+            lp=1.0,
+            source="anchor",
+        )
+        for ln in links
+    ]
+
+
+def _local_annotator(cfg: LinkConfig, run_dir: Path, gold_targets: set[str]):
+    dictionary, relatedness = _local_model(run_dir, read_manifest(run_dir, ANCHORS)["fingerprint"])
+    entity_of = _entity_ids(run_dir, cfg, gold_targets)
+
+    def annotate(row: int, text: str, tokens: tuple, links: list[dict], stats: Counter) -> list[tuple]:
+        gold = [(ln["start"], ln["end"], entity_of.get(ln["target"])) for ln in links]
+        found = tagme.annotate(*tokens, gold, dictionary, relatedness, cfg.tagme, stats)
+        stats["mentions_tagme"] += len(found)
+        return [
+            _raw(
+                row,
+                a.start,
+                a.end,
+                text[a.start : a.end],
+                entity_id=a.entity_id,
+                rho=a.rho,
+                lp=a.link_prob,
+                source="tagme",
+            )
+            for a in found
+        ]
+
+    return annotate
+
+
+def _entity_ids(run_dir: Path, cfg: LinkConfig, targets: set[str]) -> dict[str, int]:
+    """Entity ids of the gold link targets of one part (they vote as certain context)."""
+    conn = _alignment_db(run_dir, cfg.duckdb_memory_limit).cursor()
+    conn.register("wanted", pa.table({"target": pa.array(sorted(targets), pa.string())}))
+    rows = conn.sql("SELECT e.target, e.entity_id FROM entity e JOIN wanted USING (target)").fetchall()
+    conn.close()
+    return dict(rows)
+
+
+@lru_cache(maxsize=1)
+def _remote_client(cfg: RemoteTagmeConfig) -> RemoteTagme:
+    """One client per process: its rate limit is shared by the process's threads."""
+    return RemoteTagme(cfg)
+
+
+def _remote_annotator(cfg: LinkConfig):
+    client = _remote_client(cfg.remote)
+
+    def annotate(row: int, text: str, tokens: tuple, links: list[dict], stats: Counter) -> list[tuple]:
+        try:
+            found = client.annotate(text)
+        except RemoteTagmeAuthError:
+            raise  # a bad token fails every page: stop the run
+        except RemoteTagmeError as exc:  # recorded, the part goes on
+            stats["pages_remote_error"] += 1
+            stats.setdefault("_errors", []).append(str(exc))
+            return []
+        gold = [(ln["start"], ln["end"]) for ln in links]
+        kept = [a for a in found if not any(a.start < e and s < a.end for s, e in gold)]
+        stats["mentions_tagme_api"] += len(kept)
+        return [
+            _raw(
+                row,
+                a.start,
+                a.end,
+                a.spot,
+                target=a.title,
+                rho=a.rho,
+                lp=_finite(a.link_prob),
+                source="tagme-api",
+            )
+            for a in kept
+        ]
+
+    return annotate
+
+
+def _finite(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
+# ---------------------------------------------------------------- alignment
+
+
+def _files(run_dir: Path, dataset) -> str:
+    return "[" + ", ".join(f"'{p}'" for p in part_paths(run_dir, dataset)) + "]"
+
+
+@lru_cache(maxsize=1)
+def _alignment_db(run_dir: Path, memory_limit: str, _stamp: tuple = ()):
+    """Per process: the run's titles, redirects, link targets (entity ids) and KG ids, as DuckDB tables.
+
+    `_stamp` (the input fingerprints) makes a rebuilt input reload the tables."""
+    import duckdb
+
+    conn = duckdb.connect(config={"memory_limit": memory_limit})
+    conn.execute(
+        f"CREATE TABLE titles AS SELECT page_id, title, qid FROM read_parquet({_files(run_dir, PAGES)})"
+    )
+    # the web API names pages by title, in its own snapshot: follow our redirects to ours
+    conn.execute(
+        "CREATE TABLE redirect AS SELECT title, any_value(target) AS target "
+        f"FROM read_parquet({_files(run_dir, REDIRECTS)}) GROUP BY title"
+    )
+    conn.execute("CREATE TABLE entity (entity_id INTEGER, target VARCHAR, page_id BIGINT)")
+    if is_complete(run_dir, LINK_TARGETS):
+        files = _files(run_dir, LINK_TARGETS)
+        conn.execute(f"INSERT INTO entity SELECT entity_id, target, page_id FROM read_parquet({files})")
+    conn.execute("CREATE TABLE kg (qid VARCHAR, kg_id INTEGER)")
+    if is_complete(run_dir, KG_ENTITIES):
+        files = _files(run_dir, KG_ENTITIES)
+        conn.execute(f"INSERT INTO kg SELECT qid, min(kg_id) FROM read_parquet({files}) GROUP BY qid")
+    return conn
+
+
+_ALIGN_SQL = """
+WITH m AS (
+    SELECT raw.* REPLACE (coalesce(raw.target, e.target) AS target,
+                          coalesce(raw.target_page_id, e.page_id) AS target_page_id)
+    FROM raw LEFT JOIN entity e ON e.entity_id = raw.entity_id),
+t AS (  -- a title without a page id (web API) goes through our redirects to our page
+    SELECT m.*, coalesce(r.target, m.target) AS by_title FROM m
+    LEFT JOIN redirect r ON m.target_page_id IS NULL AND r.title = m.target)
+SELECT t.row, t.start, t."end", t.surface, coalesce(p.title, n.title, t.target) AS target,
+       coalesce(t.target_page_id, n.page_id) AS target_page_id, coalesce(t.qid, p.qid, n.qid) AS qid,
+       k.kg_id, t.rho, t.link_prob, t.source
+FROM t LEFT JOIN titles p ON p.page_id = t.target_page_id
+LEFT JOIN titles n ON t.target_page_id IS NULL AND n.title = t.by_title
+LEFT JOIN kg k ON k.qid = coalesce(t.qid, p.qid, n.qid)
+ORDER BY t.row, t.start, t.source"""
+
+
+def _aligned(
+    run_dir: Path, page_ids, sentences, raw: list[tuple], stats: Counter, memory_limit: str
+) -> pa.Table:
+    """Fill target titles, page ids, QIDs and kg_ids; one row per page, mentions ordered by offset."""
+    conn = _alignment_db(run_dir, memory_limit, _input_stamp(run_dir)).cursor()
+    columns = list(zip(*raw, strict=True)) if raw else [[] for _ in _RAW_MENTION]
+    arrays = [pa.array(c, f.type) for c, f in zip(columns, _RAW_MENTION, strict=True)]
+    conn.register("raw", pa.table(arrays, schema=_RAW_MENTION))
+    rows = conn.sql(_ALIGN_SQL).to_arrow_table()
+    conn.close()
+    _count_alignment(rows, stats)
+    return _nest(page_ids, sentences, rows)
+
+
+def _input_stamp(run_dir: Path) -> tuple:
+    return tuple(
+        read_manifest(run_dir, d)["fingerprint"] if is_complete(run_dir, d) else None
+        for d in (PAGES, LINK_TARGETS, KG_ENTITIES)
+    )
+
+
+def _count_alignment(rows: pa.Table, stats: Counter) -> None:
+    stats["mentions"] += rows.num_rows
+    stats["mentions_without_page"] += rows.column("target_page_id").null_count
+    stats["mentions_without_qid"] += rows.column("qid").null_count
+    stats["mentions_without_kg"] += rows.column("kg_id").null_count
+
+
+def _nest(page_ids: pa.ChunkedArray, sentences: list, rows: pa.Table) -> pa.Table:
+    """Flat mention rows (sorted by page row) -> one list per page, in page order."""
+    page_rows = rows.column("row").to_numpy()
+    offsets = np.searchsorted(page_rows, np.arange(len(page_ids) + 1)).astype(np.int32)
+    fields = [rows.column(f.name).combine_chunks().cast(f.type) for f in MENTION]
+    mentions = pa.ListArray.from_arrays(offsets, pa.StructArray.from_arrays(fields, fields=list(MENTION)))
+    sentences_type = MENTIONS.schema.field("sentences").type
+    return pa.table(
+        {
+            "page_id": page_ids.combine_chunks(),
+            "sentences": pa.array(sentences, sentences_type),
+            "mentions": mentions,
+        },
+        schema=MENTIONS.schema,
+    )

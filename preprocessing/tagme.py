@@ -1,0 +1,371 @@
+"""Local TAGME (Ferragina and Scaiella 2010; Hasibi et al. 2016): spot, vote, disambiguate, prune.
+
+The anchor dictionary and the in-link sets come from the run's own `pages` (see
+`preprocessing.anchors`); this module holds them in memory and links one text at a time.
+
+- Spotting: at every token, the longest n-gram (at most `max_anchor_tokens` tokens, not crossing a
+  line break) whose lower-cased, space-joined tokens are a dictionary anchor with link probability
+  >= `min_link_prob`. Overlapping spots are resolved greedily by link probability, then length: a
+  spot inside a longer spot with a higher lp is dropped, and so is a container whose inner spot
+  has the higher lp. Spots over the page's own (gold) anchors are skipped.
+- Voting: vote_b(p_a) = sum over p_b in Pg(b) of rel(p_b, p_a) * Pr(p_b|b) / |Pg(b)|, and
+  rel_a(p_a) = sum over b != a of vote_b(p_a), with Milne-Witten relatedness over in-link sets.
+  Every occurrence of one anchor text in a page is one voter (repeats would vote for themselves),
+  and the page's gold anchors vote too, as certain single-candidate spots. The candidates of an
+  anchor are its `max_candidates` most common targets.
+- Disambiguation: candidates with commonness < tau are dropped; of the rest, the top epsilon
+  fraction by rel_a (at least one) is kept and the most common of them chosen.
+- Pruning: rho = (lp(a) + coherence) / 2, coherence = mean relatedness of the chosen entity to the
+  other chosen entities (gold ones included); mentions with rho < `rho_threshold` are dropped.
+- Windows: TAGME was designed for snippets; all-pairs voting over a whole article costs the square
+  of its candidates (a long article has thousands). Voting, choice and coherence therefore run per
+  window of about `context_tokens` tokens cut at line breaks (paragraphs), which keeps the cost
+  linear in the article's length and the context local.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import sparse
+
+
+class TagmeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_anchor_tokens: int = Field(
+        6, ge=1, description="Longest anchor, in tokens (TAGME drops longer ones)."
+    )
+    min_link_count: int = Field(2, ge=1, description="Anchors linked fewer times are not in the dictionary.")
+    min_link_prob: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="Spotting threshold on lp(a) (0.001 in TAGME v1.1; later versions 0.02-0.1).",
+    )
+    max_candidates: int = Field(
+        10, ge=1, description="Most common targets of an anchor that take part in voting."
+    )
+    tau: float = Field(
+        0.02, ge=0, le=1, description="tau: candidates with commonness below it cannot be chosen."
+    )
+    epsilon: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="epsilon: top fraction by relatedness vote kept before the commonness pick.",
+    )
+    rho_threshold: float = Field(
+        0.1, ge=0, le=1, description="rho: mentions scoring below it are pruned (0.1-0.3 useful)."
+    )
+    context_tokens: int = Field(
+        300,
+        ge=10,
+        description="Voting window: TAGME was made for short texts, so a long article is cut at line breaks "
+        "into windows of about this many tokens, each disambiguated on its own (cost linear in length).",
+    )
+
+
+@dataclass(frozen=True)
+class Candidates:
+    link_prob: float
+    entities: np.ndarray  # int64 entity ids (`link_targets`), most common first
+    commonness: np.ndarray  # float32, same order
+
+
+@dataclass(frozen=True)
+class Spot:
+    first: int  # token index
+    stop: int  # token index past the last
+    key: str
+    link_prob: float
+
+
+@dataclass(frozen=True)
+class Annotation:
+    start: int  # character offsets into the text
+    end: int
+    entity_id: int
+    rho: float
+    link_prob: float
+
+
+class Relatedness:
+    """Milne-Witten relatedness from in-link sets: row e of a sparse matrix holds the sources of entity e."""
+
+    def __init__(self, sources: list[np.ndarray], n_pages: int):
+        columns = np.unique(np.concatenate(sources)) if sources else np.zeros(0, np.int64)
+        indptr = np.cumsum([0, *(len(s) for s in sources)])
+        indices = np.searchsorted(columns, np.concatenate(sources)) if sources else np.zeros(0, np.int64)
+        self.matrix = sparse.csr_matrix(
+            (np.ones(len(indices), np.float32), indices, indptr), shape=(len(sources), len(columns))
+        )
+        self.sizes = np.diff(indptr).astype(np.float64)
+        self.log_w = math.log(max(n_pages, 2))
+
+    def pairwise(self, entities: np.ndarray) -> np.ndarray:
+        """rel(p, q) for all pairs of `entities` (float64, symmetric, 1 on the diagonal if linked)."""
+        sub = self.matrix[entities]
+        common = (sub @ sub.T).toarray().astype(np.float64)
+        size = self.sizes[entities]
+        big, small = np.maximum.outer(size, size), np.minimum.outer(size, size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = 1.0 - (np.log(big) - np.log(common)) / (self.log_w - np.log(small))
+        return np.where(common > 0, np.clip(value, 0.0, 1.0), 0.0)
+
+
+class Dictionary:
+    """Anchor text -> link probability and candidates, in flat arrays (a few dozen bytes an anchor
+    beyond its key, instead of two small numpy arrays each).
+
+    One dict maps every anchor to its row and every token-prefix of an anchor ("new" of "new york
+    city") that is no anchor itself to -1: the spotting scan stops as soon as a key is neither.
+    """
+
+    PREFIX = -1
+
+    def __init__(self, keys: list[str], link_prob, offsets, entities, commonness):
+        self.link_prob = np.asarray(link_prob, np.float32)
+        self.offsets = np.asarray(offsets, np.int64)  # candidates of row i: offsets[i]:offsets[i + 1]
+        self.entities = np.asarray(entities, np.int64)
+        self.commonness = np.asarray(commonness, np.float32)
+        self.index = {key: row for row, key in enumerate(keys)}
+        for key in keys:
+            for n in range(1, key.count(" ") + 1):
+                self.index.setdefault(key.rsplit(" ", n)[0], self.PREFIX)
+
+    @classmethod
+    def from_candidates(cls, entries: dict[str, Candidates]) -> Dictionary:
+        keys = list(entries)
+        sizes = [len(entries[k].entities) for k in keys]
+        return cls(
+            keys,
+            [entries[k].link_prob for k in keys],
+            np.cumsum([0, *sizes]),
+            np.concatenate([entries[k].entities for k in keys]) if keys else [],
+            np.concatenate([entries[k].commonness for k in keys]) if keys else [],
+        )
+
+    def __len__(self) -> int:
+        return len(self.link_prob)
+
+    def row(self, key: str) -> int | None:
+        """The anchor's row, None when `key` is no anchor (prefix or not)."""
+        row = self.index.get(key)
+        return None if row is None or row == self.PREFIX else row
+
+    def candidates(self, row: int) -> Candidates:
+        lo, hi = self.offsets[row], self.offsets[row + 1]
+        return Candidates(float(self.link_prob[row]), self.entities[lo:hi], self.commonness[lo:hi])
+
+
+def spot(
+    tokens: list[str], breaks: np.ndarray | list[bool], dictionary: Dictionary, cfg: TagmeConfig
+) -> list[Spot]:
+    """Longest dictionary match at every token (no match crosses a token flagged in `breaks`),
+    then overlaps resolved greedily by link probability and length."""
+    found = [s for i in range(len(tokens)) if (s := _longest_at(tokens, breaks, i, dictionary, cfg))]
+    return _without_overlaps(found)
+
+
+def _longest_at(tokens, breaks, first: int, dictionary: Dictionary, cfg: TagmeConfig) -> Spot | None:
+    if breaks[first]:
+        return None
+    best = None
+    key, stop = tokens[first], first + 1
+    index, link_prob = dictionary.index, dictionary.link_prob
+    while True:
+        row = index.get(key)
+        if row is None:  # neither an anchor nor the start of one
+            return best
+        if row != Dictionary.PREFIX and link_prob[row] >= cfg.min_link_prob:
+            best = Spot(first, stop, key, float(link_prob[row]))
+        if stop >= len(tokens) or stop - first >= cfg.max_anchor_tokens or breaks[stop]:
+            return best
+        key = f"{key} {tokens[stop]}"
+        stop += 1
+
+
+def _without_overlaps(spots: list[Spot]) -> list[Spot]:
+    taken: set[int] = set()
+    kept = []
+    for s in sorted(spots, key=lambda s: (-s.link_prob, s.first - s.stop, s.first)):
+        span = range(s.first, s.stop)
+        if not taken.intersection(span):
+            taken.update(span)
+            kept.append(s)
+    return sorted(kept, key=lambda s: s.first)
+
+
+@dataclass
+class _Voters:
+    """All candidates of all voters flattened: voter index, page, prior, vote weight."""
+
+    group: np.ndarray
+    page: np.ndarray
+    prior: np.ndarray
+    weight: np.ndarray
+
+
+def _voters(keys: list[str], gold: list[int], dictionary: Dictionary, cfg: TagmeConfig) -> _Voters:
+    groups, pages, priors = [], [], []
+    for g, key in enumerate(keys):
+        entry = dictionary.candidates(dictionary.row(key))
+        n = min(cfg.max_candidates, len(entry.entities))
+        groups.append(np.full(n, g))
+        pages.append(entry.entities[:n])
+        priors.append(entry.commonness[:n].astype(np.float64))
+    for g, page in enumerate(gold, start=len(keys)):
+        groups.append(np.array([g]))
+        pages.append(np.array([page], np.int64))
+        priors.append(np.array([1.0]))
+    group = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    sizes = np.bincount(group) if len(group) else np.zeros(0)
+    prior = np.concatenate(priors) if priors else np.zeros(0)
+    weight = prior / sizes[group] if len(group) else prior
+    return _Voters(group, np.concatenate(pages) if pages else np.zeros(0, np.int64), prior, weight)
+
+
+def vote(voters: _Voters, rel_pages: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """rel_a(p) for every candidate: votes of all other voters (never of the candidate's own voter)."""
+    per_page = np.bincount(inverse, weights=voters.weight, minlength=len(rel_pages))
+    total = rel_pages @ per_page
+    # remove the candidate's own voter: its candidates' weighted relatedness to the candidate
+    own = np.zeros(len(voters.group))
+    for g in np.unique(voters.group):
+        idx = np.flatnonzero(voters.group == g)
+        own[idx] = rel_pages[np.ix_(inverse[idx], inverse[idx])] @ voters.weight[idx]
+    return total[inverse] - own
+
+
+def _choose(idx: np.ndarray, scores: np.ndarray, prior: np.ndarray, cfg: TagmeConfig) -> int | None:
+    """Index of the chosen candidate of one voter, or None when none passes tau."""
+    idx = idx[prior[idx] >= cfg.tau]
+    if len(idx) == 0:
+        return None
+    keep = max(1, math.ceil(cfg.epsilon * len(idx)))
+    top = idx[np.lexsort((-prior[idx], -scores[idx]))][:keep]
+    return int(top[np.argmax(prior[top])])
+
+
+def disambiguate(
+    keys: list[str], gold: list[int], dictionary: Dictionary, relatedness: Relatedness, cfg: TagmeConfig
+) -> dict[str, tuple[int, float]]:
+    """anchor key -> (chosen entity id, rho) for the keys that survive tau and rho pruning; `gold`
+    are the entity ids of the page's own anchors."""
+    if not keys:
+        return {}
+    voters = _voters(keys, gold, dictionary, cfg)
+    pages, inverse = np.unique(voters.page, return_inverse=True)
+    rel_pages = relatedness.pairwise(pages)
+    scores = vote(voters, rel_pages, inverse)
+    chosen = {
+        g: _choose(np.flatnonzero(voters.group == g), scores, voters.prior, cfg) for g in range(len(keys))
+    }
+    picked = {g: c for g, c in chosen.items() if c is not None}
+    gold_rows = np.flatnonzero(voters.group >= len(keys))
+    entity_rows = np.array([*picked.values(), *gold_rows], np.int64)
+    result = {}
+    for g, c in picked.items():
+        others = entity_rows[entity_rows != c]
+        coherence = float(rel_pages[inverse[c], inverse[others]].mean()) if len(others) else 0.0
+        rho = (float(dictionary.link_prob[dictionary.row(keys[g])]) + coherence) / 2
+        if rho >= cfg.rho_threshold:
+            result[keys[g]] = (int(voters.page[c]), rho)
+    return result
+
+
+def annotate(
+    tokens: list[str],
+    starts: list[int],
+    ends: list[int],
+    breaks: list[bool],
+    gold: list[tuple[int, int, int | None]],
+    dictionary: Dictionary,
+    relatedness: Relatedness,
+    cfg: TagmeConfig,
+    stats: Counter | None = None,
+) -> list[Annotation]:
+    """TAGME over one tokenized text. `gold` are the page's own anchors (start, end, entity id or None)."""
+    stats = stats if stats is not None else Counter()
+    spots = [s for s in spot(tokens, breaks, dictionary, cfg) if not _over_gold(s, starts, ends, gold)]
+    stats["spots"] += len(spots)
+    out = []
+    for first, stop in windows(breaks, cfg.context_tokens):
+        lo, hi = starts[first] if first < len(starts) else 0, ends[stop - 1] if stop else 0
+        in_window = [s for s in spots if first <= s.first < stop]
+        context = sorted({e for g_start, _, e in gold if e is not None and lo <= g_start < hi})
+        chosen = disambiguate(sorted({s.key for s in in_window}), context, dictionary, relatedness, cfg)
+        for s in in_window:
+            if s.key in chosen:
+                entity_id, rho = chosen[s.key]
+                out.append(Annotation(starts[s.first], ends[s.stop - 1], entity_id, rho, s.link_prob))
+            else:
+                stats["spots_pruned"] += 1
+    return out
+
+
+def windows(breaks: list[bool], size: int) -> list[tuple[int, int]]:
+    """Token ranges of about `size` tokens, cut after a line break (or hard at twice the size)."""
+    cuts, first = [], 0
+    for i, is_break in enumerate(breaks):
+        length = i + 1 - first
+        if (is_break and length >= size) or length >= 2 * size:
+            cuts.append((first, i + 1))
+            first = i + 1
+    if first < len(breaks) or not cuts:
+        cuts.append((first, len(breaks)))
+    return cuts
+
+
+def _over_gold(s: Spot, starts: list[int], ends: list[int], gold: list[tuple[int, int, int | None]]) -> bool:
+    lo, hi = starts[s.first], ends[s.stop - 1]
+    return any(lo < g_end and g_start < hi for g_start, g_end, _ in gold)
+
+
+@lru_cache(maxsize=1)
+def nlp():
+    """spaCy's blank English tokenizer with the rule-based sentencizer: offline, no model package."""
+    import spacy
+
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("sentencizer")
+    pipeline.max_length = 50_000_000  # long articles are fine: no parser, memory is linear in tokens
+    return pipeline
+
+
+def token_arrays(doc) -> tuple[list[str], list[int], list[int], list[bool]]:
+    """Lower-cased tokens, char starts/ends; whitespace tokens (line breaks) become n-gram barriers."""
+    from spacy.attrs import IDX, IS_SPACE, LENGTH
+
+    # one pass in C for the numbers; Token objects are made once, for the strings
+    idx, length, space = doc.to_array([IDX, LENGTH, IS_SPACE]).T
+    starts = idx.tolist()
+    ends = (idx + length).tolist()
+    lower = [t.lower_ for t in doc]
+    breaks = [bool(sp) or "\n" in tok for sp, tok in zip(space.tolist(), lower, strict=True)]
+    return lower, starts, ends, breaks
+
+
+def sentence_spans(doc, starts: list[int], ends: list[int]) -> list[tuple[int, int]]:
+    """(start, end) characters of each sentence, from the sentencizer's flags in one pass.
+
+    `doc.sents` would do: it re-scans the whole document for every sentence it yields."""
+    from spacy.attrs import SENT_START
+
+    first = np.flatnonzero(doc.to_array(SENT_START) == 1).tolist()
+    if not first or first[0] != 0:
+        first = [0, *first]
+    bounds = [*first, len(starts)]
+    return [(starts[a], ends[b - 1]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+@lru_cache(maxsize=1_000_000)
+def anchor_key(surface: str) -> str:
+    """The dictionary key of an anchor text: its tokens lower-cased and joined by single spaces."""
+    return " ".join(t.lower_ for t in nlp().tokenizer(surface) if not t.is_space)
