@@ -20,6 +20,7 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/trelm run --data-root $(DATA) --config sample
 	$(VENV)/bin/trelm sql --data-root $(DATA) "SELECT title, qid, len(text) AS chars, len(links) AS links FROM pages ORDER BY links DESC LIMIT 10"
+	$(VENV)/bin/trelm sql --data-root $(DATA) "SELECT e.label, e.qid, count(*) AS mentions, count(*) FILTER (WHERE m.source = 'tagme') AS found_by_tagme FROM mentions, unnest(mentions) AS t(m) JOIN kg_entities e ON e.kg_id = m.kg_id GROUP BY ALL ORDER BY mentions DESC LIMIT 10"
 
 test: venv
 	$(VENV)/bin/ruff check .

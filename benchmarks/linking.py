@@ -10,19 +10,21 @@ anchor counts as answered when a mention overlaps its span; precision = right ta
 recall = right target / hidden anchors. Scored at rho 0 (everything the disambiguation kept) and
 rho 0.1/0.2/0.3, beside the most-common-sense baseline on the same spots (commonness alone:
 epsilon 1, no pruning). Speed: articles/s of one process doing what a `link` worker does per page
-(tokenize, sentences, spot, vote, prune), and the peak PSS of that process.
+(tokenize, sentences, spot, vote, prune), and the peak RSS of that process; then the in-memory
+size of the dictionary per anchor, candidate and in-link edge, and what that makes at enwiki scale.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import resource
 import tempfile
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 from realdata import BENCH, gensim_sample
 
@@ -78,6 +80,51 @@ def link_all(pages, splits, entity_of, titles, model, cfg: TagmeConfig) -> tuple
     return found, time.perf_counter() - start
 
 
+# enwiki figures for the footprint estimate (assumptions, not measurements: ~7M articles with
+# ~25 article links each; anchors linked at least twice; targets with at least one in-link)
+ENWIKI = {"anchors": 15e6, "candidates": 25e6, "edges": 180e6, "targets": 9e6}
+
+
+def footprint(run_dir: Path) -> dict[str, float]:
+    """Bytes of the in-memory dictionary per unit, measured with tracemalloc while loading it."""
+    tracemalloc.start()
+    dictionary, relatedness = load_dictionary(run_dir)
+    total = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    arrays = sum(
+        a.nbytes
+        for a in (dictionary.link_prob, dictionary.offsets, dictionary.entities, dictionary.commonness)
+    )
+    m = relatedness.matrix
+    csr = m.data.nbytes + m.indices.nbytes + m.indptr.nbytes + relatedness.sizes.nbytes
+    keys = len(dictionary.index)
+    return {
+        "anchors": len(dictionary),
+        "keys": keys,
+        "candidates": len(dictionary.entities),
+        "edges": m.nnz,
+        "targets": m.shape[0],
+        "total MiB": total / 2**20,
+        "bytes/key": (total - arrays - csr) / keys,
+        "keys/anchor": keys / len(dictionary),
+    }
+
+
+def enwiki_estimate(f: dict[str, float]) -> float:
+    """GiB of one worker's dictionary at enwiki scale: the dict per key, the arrays per anchor
+    (lp 4 + offset 8) and per candidate (entity 8 + commonness 4), the CSR per edge (index 4 +
+    data 4) and per target (indptr 8 + size 8)."""
+    keys = ENWIKI["anchors"] * f["keys/anchor"]
+    total = (
+        keys * f["bytes/key"]
+        + ENWIKI["anchors"] * 12
+        + ENWIKI["candidates"] * 12
+        + ENWIKI["edges"] * 8
+        + ENWIKI["targets"] * 16
+    )
+    return total / 2**30
+
+
 def score(splits, found: list[list[dict]], min_rho: float) -> dict[str, float]:
     hidden = answered = correct = 0
     for (_, hidden_links), mentions in zip(splits, found, strict=True):
@@ -113,6 +160,7 @@ def main() -> None:
         pages = load_pages(run)
         entity_of, titles = entity_ids(run)
         model = load_dictionary(run)
+        sizes = footprint(run)
     splits = split_anchors(pages, args.holdout)
     rows = []
     for name, cfg in (
@@ -120,7 +168,7 @@ def main() -> None:
         ("most common sense", TagmeConfig(epsilon=1.0, rho_threshold=0.0)),
     ):
         found, seconds = link_all(pages, splits, entity_of, titles, model, cfg)
-        pss = psutil.Process().memory_full_info().pss / 2**20
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         for rho in RHOS if name == "TAGME" else (0.0,):
             rows.append(
                 {
@@ -128,7 +176,7 @@ def main() -> None:
                     "rho >=": rho,
                     **score(splits, found, rho),
                     "articles/s (1 process)": len(pages) / seconds,
-                    "PSS MiB": pss,
+                    "peak RSS MiB": peak,
                 }
             )
     hidden = sum(len(h) for _, h in splits)
@@ -136,11 +184,20 @@ def main() -> None:
         f"{src.name}: {len(pages)} articles, {hidden} hidden anchors (holdout {args.holdout}), "
         f"dictionary of {len(model[0])} anchors"
     )
-    cols = ["linker", "rho >=", "P", "R", "F1", "answered", "articles/s (1 process)", "PSS MiB"]
+    cols = ["linker", "rho >=", "P", "R", "F1", "answered", "articles/s (1 process)", "peak RSS MiB"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    print(
+        f"\ndictionary in memory: {sizes['total MiB']:.1f} MiB for {sizes['anchors']} anchors "
+        f"({sizes['keys']} dict keys with prefixes, {sizes['bytes/key']:.0f} B/key), {sizes['candidates']} "
+        f"candidates, {sizes['targets']} targets, {sizes['edges']} in-link edges"
+    )
+    print(
+        f"enwiki estimate ({', '.join(f'{k} {v:.3g}' for k, v in ENWIKI.items())}): "
+        f"{enwiki_estimate(sizes):.1f} GiB per worker process"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -126,13 +127,21 @@ def link_part(cfg: LinkConfig, run_dir: Path, pages_part: Path, provenance: Prov
     return writer.write_part(index, [table], stats=stats, errors=errors, part_fingerprint=source_fp)
 
 
+def _executor(cfg: LinkConfig):
+    """Processes for local TAGME (CPU-bound Python); threads for the web API (waiting on the network,
+    one client whose rate limit and token the threads share)."""
+    if cfg.linker == "remote":
+        return ThreadPoolExecutor(max_workers=cfg.workers)
+    return process_pool(cfg.workers, ["preprocessing.link"])
+
+
 def link(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> dict:
     """The whole stage in this process and `workers` worker processes; returns the mentions manifest."""
     provenance = prepare(cfg, run_dir, progress)
     if is_complete(run_dir, MENTIONS, provenance.fingerprint):
         return read_manifest(run_dir, MENTIONS)
     parts = pages_parts(run_dir)
-    with process_pool(cfg.workers, ["preprocessing.link"]) as pool:
+    with _executor(cfg) as pool:
         futures = [pool.submit(link_part, cfg, run_dir, p, provenance) for p in parts]
         done = [f.result() for f in tqdm(futures, desc="link", disable=not progress)]
     return finalize(cfg, run_dir, provenance, done)
@@ -145,9 +154,11 @@ _shared_pool_lock = threading.Lock()
 def link_part_in_pool(cfg: LinkConfig, run_dir: Path, pages_part: Path, provenance: Provenance) -> PartInfo:
     """`link_part` in a shared pool of `workers` processes: what a thread-based task runner calls,
     since linking is CPU-bound Python that threads cannot run in parallel."""
+    if cfg.linker == "remote":  # I/O-bound: the calling thread is as good as a process
+        return link_part(cfg, run_dir, pages_part, provenance)
     with _shared_pool_lock:
         if not _shared_pool:
-            _shared_pool.append(process_pool(cfg.workers, ["preprocessing.link"]))
+            _shared_pool.append(_executor(cfg))
     return _shared_pool[0].submit(link_part, cfg, run_dir, pages_part, provenance).result()
 
 
@@ -248,13 +259,13 @@ def _entity_ids(run_dir: Path, cfg: LinkConfig, targets: set[str]) -> dict[str, 
 
 
 @lru_cache(maxsize=1)
-def _remote_client(cfg: RemoteTagmeConfig) -> RemoteTagme:
-    """One client per process: its rate limit is shared by the process's threads."""
-    return RemoteTagme(cfg)
+def _remote_client(cfg_json: str) -> RemoteTagme:
+    """One client per process and config: its rate limit is shared by the process's threads."""
+    return RemoteTagme(RemoteTagmeConfig.model_validate_json(cfg_json))
 
 
 def _remote_annotator(cfg: LinkConfig):
-    client = _remote_client(cfg.remote)
+    client = _remote_client(cfg.remote.model_dump_json())
 
     def annotate(row: int, text: str, tokens: tuple, links: list[dict], stats: Counter) -> list[tuple]:
         try:

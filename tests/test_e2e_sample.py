@@ -85,6 +85,20 @@ def test_download_resume_reject_ingest_and_query(mirror_root, tmp_path):
     ]
     assert all(r["anchor"] for r in links)
 
+    linked = json.loads(_invoke("link", "--data-root", str(data), "--workers", "2"))
+    assert linked["rows"] == summary["rows"] and linked["stats"]["mentions_tagme"] > 0
+    paris_kg = json.loads(
+        _invoke(
+            "sql",
+            "--json",
+            "--data-root",
+            str(data),
+            "SELECT DISTINCT m.kg_id, e.label FROM mentions, unnest(mentions) AS t(m) "
+            "JOIN kg_entities e ON e.kg_id = m.kg_id WHERE m.qid = 'Q90'",
+        )
+    )
+    assert [r["label"] for r in paris_kg] == ["Paris"]  # mention -> QID -> the KG's own entity
+
     table = _invoke("sql", "--data-root", str(data), "SELECT title, qid FROM pages WHERE title = 'Paris'")
     assert "Paris" in table and "Q90" in table and "(1 rows)" in table
     session = _invoke(

@@ -48,6 +48,7 @@ def test_flow_runs_caches_and_reruns_what_was_deleted(prefect_api, tmp_path):
         )
         first = trelm(config=cfg)
         assert first["pages"] >= 60
+        assert first["mentions"]["mentions_tagme"] > 0 and first["mentions"]["mentions_anchor"] > 0
         run_dir = Path(first["run_dir"])
         manifest = dataset_dir(run_dir, PAGES) / MANIFEST
         stamp = manifest.stat().st_mtime_ns
