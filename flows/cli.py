@@ -146,6 +146,29 @@ def link(
     )
 
 
+@app.command("select")
+def select_cmd(
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+) -> None:
+    """Score mentions by semantic importance, select important entities, write `instances`."""
+    from flows import stages
+    from storage import layout
+    from storage.shards import IncompleteDatasetError
+
+    _setup_logging()
+    cfg = _config(config, set_, data_root, run)
+    try:
+        manifest = stages.run_select(cfg, layout.resolve_run(cfg.data_root, cfg.run))
+    except (FileNotFoundError, IncompleteDatasetError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        json.dumps({"rows": manifest["rows"], "stats": manifest["stats"], **manifest["select"]}, indent=2)
+    )
+
+
 def _downloaded_run_config(cfg, layout):
     """Without --dump: the run's own config (which names the downloaded date), else the newest download."""
     from flows.config import load_config

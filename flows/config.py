@@ -16,6 +16,7 @@ from preprocessing.download import DownloadConfig
 from preprocessing.ingest import IngestConfig
 from preprocessing.kg import KGConfig
 from preprocessing.link import LinkConfig
+from preprocessing.select import SelectConfig
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 # the bundled sample lives beside the packages in a source checkout; TRELM_SAMPLE_DIR points elsewhere
@@ -43,6 +44,9 @@ class PipelineConfig(BaseModel):
         default_factory=KGConfig, description="The Wikidata5M knowledge graph (loaded by `link`)."
     )
     link: LinkConfig = Field(default_factory=LinkConfig, description="`link` stage: entity linking.")
+    select: SelectConfig = Field(
+        default_factory=SelectConfig, description="`select` stage: important entities and training instances."
+    )
 
 
 def preset_names() -> list[str]:

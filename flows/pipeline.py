@@ -21,8 +21,9 @@ from flows import stages
 from flows.config import PipelineConfig, load_config, save_config
 from preprocessing import link as link_stage
 from preprocessing.download import MANIFEST_NAME, DownloadReport
+from preprocessing.select import select_provenance
 from storage import layout
-from storage.schemas import KG_ENTITIES, PAGES
+from storage.schemas import INSTANCES, KG_ENTITIES, PAGES
 from storage.shards import PartInfo, Provenance, code_version, is_complete
 
 _FLOWS_SOURCES = (Path(__file__),)
@@ -155,6 +156,32 @@ def link_flow(config: PipelineConfig) -> dict:
     return manifest
 
 
+def _select_key(_context, parameters) -> str:
+    cfg: PipelineConfig = parameters["cfg"]
+    fingerprint = select_provenance(cfg.select, parameters["run_dir"]).fingerprint
+    return stages.stage_key("select", cfg.select, [fingerprint, code_version(_FLOWS_SOURCES)])
+
+
+@task(name="select-instances", cache_key_fn=_select_key, persist_result=True)
+def select_task(cfg: PipelineConfig, run_dir: Path) -> dict:
+    """The encoder work of the stage: on a GPU worker when the deployment's pool provides one."""
+    return stages.run_select(cfg, run_dir)
+
+
+@flow(name="select")
+def select_flow(config: PipelineConfig) -> dict:
+    """Sequences, SI scores, important entities with their KG triples, `instances` and embeddings."""
+    run_dir = stages.run_dir_for(config)
+    fresh = not is_complete(run_dir, INSTANCES)
+    manifest = select_task.with_options(result_storage=_results(config), refresh_cache=fresh)(config, run_dir)
+    create_markdown_artifact(
+        key="select-stats",
+        markdown=_stats_markdown("select", run_dir, manifest),
+        description="Selected and dropped entities by reason, SI distribution, long-tail cut-off.",
+    )
+    return manifest
+
+
 def _kg_done(cfg: PipelineConfig, run_dir: Path) -> bool:
     return cfg.kg.path is None or is_complete(run_dir, KG_ENTITIES)
 
@@ -172,11 +199,13 @@ def trelm(
     resolved = download_flow(config)
     pages = ingest_flow(resolved)
     linked = link_flow.with_options(task_runner=_task_runner(resolved))(resolved)
+    selected = select_flow(resolved)
     return {
         "run_dir": str(stages.run_dir_for(resolved)),
         "pages": pages["rows"],
         "stats": pages["stats"],
         "mentions": linked["stats"],
+        "instances": selected["stats"],
     }
 
 

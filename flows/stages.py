@@ -10,6 +10,7 @@ from preprocessing.download import DownloadReport, download_run, resolve_date
 from preprocessing.ingest import IngestInputs, ingest, inputs_for_file, inputs_for_run
 from preprocessing.kg import load_kg
 from preprocessing.link import link
+from preprocessing.select import select
 from storage import layout
 from storage.shards import stable_hash
 
@@ -62,3 +63,9 @@ def run_link(cfg: PipelineConfig, run_dir: Path) -> dict:
     save_config(cfg, run_dir / layout.RUN_CONFIG)
     run_kg(cfg, run_dir)
     return link(cfg.link, run_dir, progress=cfg.progress)
+
+
+def run_select(cfg: PipelineConfig, run_dir: Path) -> dict:
+    """Important entities by SI, their KG knowledge, and the `instances` shards."""
+    save_config(cfg, run_dir / layout.RUN_CONFIG)
+    return select(cfg.select, run_dir, progress=cfg.progress)

@@ -215,6 +215,37 @@ LINK_TARGETS = DatasetSchema(
     " dense entity_id, and the articles linking to it (sorted page ids), for Milne-Witten relatedness.",
 )
 
+ENTITY_STATS = DatasetSchema(
+    "entity_stats",
+    1,
+    pa.schema(
+        [
+            pa.field("kg_id", pa.int32(), nullable=False),
+            pa.field("freq", pa.int64(), nullable=False),
+            pa.field("long_tail", pa.bool_(), nullable=False),
+            pa.field("has_knowledge", pa.bool_(), nullable=False),
+            pa.field("in_sequences", pa.int64(), nullable=False),
+            pa.field("selected", pa.int64(), nullable=False),
+            pa.field("si_mean", pa.float32()),
+        ]
+    ),
+    "Per KG entity mentioned in the corpus: frequency, long-tail class, KG knowledge, how often it was"
+    " in a training sequence and selected as important, mean SI.",
+)
+
+LONG_TAIL_WORDS = DatasetSchema(
+    "long_tail_words",
+    1,
+    pa.schema(
+        [
+            pa.field("token_id", pa.int32(), nullable=False),
+            pa.field("token", pa.string(), nullable=False),
+            pa.field("count", pa.int64(), nullable=False),
+        ]
+    ),
+    "Vocabulary tokens the training sequences use rarely: the long-tail words of the memory bank.",
+)
+
 TRAIN_LOG = DatasetSchema(
     "train_log",
     1,
@@ -254,6 +285,8 @@ DATASETS: dict[str, DatasetSchema] = {
         KG_ENTITIES,
         KG_RELATIONS,
         KG_TRIPLES,
+        ENTITY_STATS,
+        LONG_TAIL_WORDS,
         entity_embeddings(0),
         INSTANCES,
         TRAIN_LOG,

@@ -99,6 +99,33 @@ def test_download_resume_reject_ingest_and_query(mirror_root, tmp_path):
     )
     assert [r["label"] for r in paris_kg] == ["Paris"]  # mention -> QID -> the KG's own entity
 
+    selected = json.loads(_invoke("select", "--data-root", str(data)))
+    assert selected["stats"]["selected"] > 0 and selected["rows"] == selected["stats"]["sequences"]
+    assert (data / "runs" / RUN / "select" / "long_tail.png").read_bytes()[:4] == b"\x89PNG"
+    facts = json.loads(
+        _invoke(
+            "sql",
+            "--json",
+            "--data-root",
+            str(data),
+            "SELECT k.label AS entity, r.label AS relation, t.label AS tail, e.tail_ids "
+            "FROM instances i, unnest(i.entities) AS x(e) JOIN kg_entities k ON k.kg_id = e.kg_id "
+            "JOIN kg_relations r ON r.rel_id = e.rel_id JOIN kg_entities t ON t.kg_id = e.tail_kg_id "
+            "WHERE e.important",
+        )
+    )
+    assert len(facts) == selected["stats"]["selected"] and all(f["tail_ids"] for f in facts)
+    embedded = json.loads(
+        _invoke(
+            "sql",
+            "--json",
+            "--data-root",
+            str(data),
+            "SELECT count(*) AS n, count(DISTINCT len(vector)) AS dims FROM entity_embeddings",
+        )
+    )
+    assert embedded == [{"n": selected["stats"]["entities_in_use"], "dims": 1}]
+
     table = _invoke("sql", "--data-root", str(data), "SELECT title, qid FROM pages WHERE title = 'Paris'")
     assert "Paris" in table and "Q90" in table and "(1 rows)" in table
     session = _invoke(

@@ -49,6 +49,7 @@ def test_flow_runs_caches_and_reruns_what_was_deleted(prefect_api, tmp_path):
         first = trelm(config=cfg)
         assert first["pages"] >= 60
         assert first["mentions"]["mentions_tagme"] > 0 and first["mentions"]["mentions_anchor"] > 0
+        assert first["instances"]["selected"] > 0
         run_dir = Path(first["run_dir"])
         manifest = dataset_dir(run_dir, PAGES) / MANIFEST
         stamp = manifest.stat().st_mtime_ns
@@ -56,9 +57,10 @@ def test_flow_runs_caches_and_reruns_what_was_deleted(prefect_api, tmp_path):
 
         again = trelm(config=cfg)
         assert again == first
-        assert _latest_states(["download-files", "ingest-pages"]) == {
+        assert _latest_states(["download-files", "ingest-pages", "select-instances"]) == {
             "download-files": "Cached",
             "ingest-pages": "Cached",
+            "select-instances": "Cached",
         }
         assert manifest.stat().st_mtime_ns == stamp  # the stage did not run
         assert len([r for r in mirror.requests if ".bz2" in r.path or ".gz" in r.path]) == file_requests

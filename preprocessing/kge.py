@@ -1,0 +1,384 @@
+"""KG embeddings of the Wikidata5M entities -> `entity_embeddings` (kg_id, vector[dim]).
+
+The paper (3.1, and "Input" in 3.4) replaces the embeddings of important entities with those of a
+KG embedding algorithm. Two sources:
+
+- `train`: TransE trained with PyKEEN on the run's `kg_triples`. PyKEEN gets the triples already in
+  our dense ids (`CoreTriplesFactory.create` with num_entities = the `kg_entities` row count), so row
+  i of its entity matrix is kg_id i by construction, with no label mapping in between. A small
+  held-out split measures link prediction (filtered, both directions: MRR and Hits@10) next to the
+  MRR that random scoring gets on the same candidate sets, so the figure can be judged.
+- `graphvite`: a published GraphVite model for Wikidata5M (TransE, DistMult, ... at 512 dims).
+  GraphVite's `ApplicationMixin.save_model` (python/graphvite/application/application.py; usage in
+  doc/source/pretrained_model.rst) pickles `EasyDict(graph=..., solver=...)`: `graph` holds the
+  graph's attributes with a "2" in their name, for a knowledge graph `entity2id` (QID -> row),
+  `relation2id`, `id2entity`, `id2relation` (include/bind.h), and `solver` its numpy attributes,
+  `entity_embeddings` and `relation_embeddings` (float32, one row per id). Unpickling normally
+  needs the `easydict` package; the unpickler here maps EasyDict to a plain dict subclass and
+  refuses every other class but numpy's array rebuilders, so a downloaded pickle cannot run code.
+
+An entity without a vector (in no triple to train on, or absent from the GraphVite model) gets a zero
+vector, counted in the manifest: zero says "no knowledge" where random noise would pass for some.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import pickle
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm import tqdm
+
+from preprocessing.dumpfiles import file_hash
+from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, entity_embeddings
+from storage.shards import (
+    PartInfo,
+    Provenance,
+    ShardWriter,
+    code_version,
+    is_complete,
+    part_paths,
+    read_manifest,
+    stable_hash,
+)
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS = entity_embeddings(0)  # folder and manifest do not depend on the width: for lookups
+_ROWS_PER_PART = 131_072  # 256 MB per part at GraphVite's 512 dims
+# link-prediction scratch: TransE scores a query against a slice of candidates through a
+# (batch, slice, dim) tensor; this many float32 elements (256 MB) bound it
+_EVAL_SCRATCH = 1 << 26
+
+
+class GraphViteFormatError(ValueError):
+    """The pickle is not a GraphVite knowledge-graph model: the message names what was found."""
+
+
+class KGEConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["train", "graphvite"] = Field(
+        "train",
+        description="`train`: TransE (PyKEEN) on the run's KG triples; `graphvite`: a pretrained GraphVite "
+        "Wikidata5M model (graphvite_path).",
+    )
+    graphvite_path: Path | None = Field(
+        None, description="A GraphVite Wikidata5M pickle, e.g. transe_wikidata5m.pkl (source `graphvite`)."
+    )
+    dim: int = Field(64, ge=1, description="TransE dimension when training (GraphVite's models have 512).")
+    epochs: int = Field(100, ge=1, description="Training epochs over the KG triples.")
+    batch_size: int = Field(
+        1024,
+        ge=1,
+        description="Training triples per batch. Every step also updates and re-normalises the whole entity "
+        "matrix, so a large KG wants large batches.",
+    )
+    learning_rate: float = Field(0.01, gt=0, description="Adam learning rate.")
+    seed: int = Field(0, description="Seed of the split, the initialisation and the batch order.")
+    eval_triples: int = Field(
+        1000,
+        ge=0,
+        description="Triples held out for link-prediction evaluation (at most a tenth of them; 0: none). "
+        "They are not trained on.",
+    )
+    device: str = Field(
+        "auto", description="Torch device for training: `auto` (cuda when available), cpu, cuda."
+    )
+
+    @model_validator(mode="after")
+    def _graphvite_needs_a_path(self) -> KGEConfig:
+        if self.source == "graphvite" and self.graphvite_path is None:
+            raise ValueError("kge.source 'graphvite' needs kge.graphvite_path (e.g. transe_wikidata5m.pkl)")
+        return self
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def write_entity_embeddings(
+    run_dir: Path, cfg: KGEConfig, kg_ids: np.ndarray | None = None, progress: bool = True
+) -> dict:
+    """Write the vectors of `kg_ids` (all KG entities if None) as `entity_embeddings`; returns its manifest.
+
+    Returns at once when the dataset is complete for the same KG, config, ids and code.
+    """
+    run_dir = Path(run_dir)
+    ids = _requested_ids(run_dir, kg_ids)
+    provenance = kge_provenance(run_dir, cfg, None if kg_ids is None else ids)
+    if is_complete(run_dir, EMBEDDINGS, provenance.fingerprint):
+        return read_manifest(run_dir, EMBEDDINGS)
+    if cfg.source == "train":
+        table, metrics = train_transe(run_dir, cfg, progress)
+        vectors, extra = table[ids], {"method": "transe-pykeen", "metrics": metrics}
+    else:
+        vectors = load_graphvite(cfg.graphvite_path, run_dir, ids)
+        extra = {"method": f"graphvite:{cfg.graphvite_path.name}"}
+    writer = ShardWriter(run_dir, entity_embeddings(vectors.shape[1]), provenance).open()
+    parts = _write_parts(writer, ids, vectors, progress)
+    return writer.finalize(parts, extra={"dim": vectors.shape[1], **extra})
+
+
+def kge_provenance(run_dir: Path, cfg: KGEConfig, kg_ids: np.ndarray | None) -> Provenance:
+    inputs = [
+        (d.name, read_manifest(run_dir, d)["fingerprint"]) for d in (KG_ENTITIES, KG_RELATIONS, KG_TRIPLES)
+    ]
+    if cfg.source == "graphvite":
+        # the model file stands for every training setting; the path itself may move
+        inputs.append(("graphvite", file_hash(_graphvite_file(cfg.graphvite_path))))
+        config: dict = {"source": "graphvite"}
+    else:
+        # the device changes speed and float noise, not what the embeddings are
+        config = cfg.model_dump(mode="json", exclude={"device", "graphvite_path"})
+    config["kg_ids"] = None if kg_ids is None else hashlib.sha256(kg_ids.tobytes()).hexdigest()[:16]
+    return Provenance(stable_hash(config), tuple(inputs), code_version([Path(__file__)]))
+
+
+def _requested_ids(run_dir: Path, kg_ids: np.ndarray | None) -> np.ndarray:
+    """Sorted distinct int64 kg_ids; every one must be an entity of the run's KG."""
+    n_entities = read_manifest(run_dir, KG_ENTITIES)["rows"]
+    if kg_ids is None:
+        return np.arange(n_entities, dtype=np.int64)
+    ids = np.unique(np.asarray(kg_ids, dtype=np.int64))
+    bad = ids[(ids < 0) | (ids >= n_entities)]
+    if len(bad):
+        raise ValueError(f"kg_ids outside the KG's {n_entities} entities: {bad[:10].tolist()}")
+    return ids
+
+
+def _write_parts(writer: ShardWriter, ids: np.ndarray, vectors: np.ndarray, progress: bool) -> list[PartInfo]:
+    # range over at least one row, so an empty request still writes an (empty) part to read
+    starts = range(0, max(len(ids), 1), _ROWS_PER_PART)
+    return [
+        _write_part(writer, i, ids[s : s + _ROWS_PER_PART], vectors[s : s + _ROWS_PER_PART])
+        for i, s in enumerate(tqdm(starts, desc="entity_embeddings", unit="part", disable=not progress))
+    ]
+
+
+def _write_part(writer: ShardWriter, index: int, ids: np.ndarray, vectors: np.ndarray) -> PartInfo:
+    # counted per part: a check over all of GraphVite's rows at once would take gigabytes of scratch
+    stats = {"entities": len(ids), "entities_without_vector": int((~vectors.any(axis=1)).sum())}
+    return writer.write_part(index, [_table(ids, vectors)], stats)
+
+
+def _table(ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    return pa.table(
+        {
+            "kg_id": pa.array(ids, pa.int32()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        }
+    )
+
+
+# ---------------------------------------------------------------- TransE with PyKEEN
+
+
+def train_transe(run_dir: Path, cfg: KGEConfig, progress: bool = False) -> tuple[np.ndarray, dict]:
+    """TransE on the run's KG: (float32 [n_entities, dim] with row i = kg_id i, metrics).
+
+    The metrics hold the triple counts, the untrained (zeroed) entities and, when triples are held
+    out, the filtered link-prediction MRR / Hits@10 and the MRR of random scoring.
+    """
+    import torch
+    from pykeen.triples import CoreTriplesFactory
+    from pykeen.utils import set_random_seed
+
+    set_random_seed(cfg.seed)  # numpy, torch and python: the batch order draws from them
+    n_entities = read_manifest(run_dir, KG_ENTITIES)["rows"]
+    n_relations = read_manifest(run_dir, KG_RELATIONS)["rows"]
+    triples = torch.from_numpy(_read_triples(run_dir))
+    # a duplicate split across train and test would be a free hit
+    unique = torch.unique(triples, dim=0)
+    metrics: dict = {"triples": len(triples), "triples_duplicate": len(triples) - len(unique)}
+    if not len(unique):
+        metrics["entities_untrained"] = n_entities
+        return np.zeros((n_entities, cfg.dim), np.float32), metrics
+    factory = CoreTriplesFactory.create(unique, num_entities=n_entities, num_relations=n_relations)
+    train, held_out = _split(factory, cfg)
+    model = _fit(train, cfg, progress)
+    vectors = model.entity_representations[0]().detach().cpu().numpy().astype(np.float32)
+    trained = np.zeros(n_entities, dtype=bool)
+    trained[train.mapped_triples[:, [0, 2]].reshape(-1).numpy()] = True
+    vectors[~trained] = 0
+    metrics.update(triples_train=train.num_triples, entities_untrained=int((~trained).sum()))
+    if held_out is not None:
+        metrics.update(_evaluate(model, train, held_out, cfg.dim))
+    return vectors, metrics
+
+
+def _read_triples(run_dir: Path) -> np.ndarray:
+    tables = [pq.read_table(p, columns=["head", "rel", "tail"]) for p in part_paths(run_dir, KG_TRIPLES)]
+    columns = [np.concatenate([t[c].to_numpy() for t in tables]) for c in ("head", "rel", "tail")]
+    return np.stack(columns, axis=1).astype(np.int64)
+
+
+def _split(factory, cfg: KGEConfig):
+    """(train, held-out or None). PyKEEN moves a held-out triple back into training when it holds an
+    entity or relation seen nowhere else, so every evaluated id has been trained."""
+    n_eval = min(cfg.eval_triples, factory.num_triples // 10)
+    if n_eval == 0:
+        return factory, None
+    train, held_out = factory.split(1 - n_eval / factory.num_triples, random_state=cfg.seed)
+    return train, held_out
+
+
+def _fit(train, cfg: KGEConfig, progress: bool):
+    import torch
+    from pykeen.models import TransE
+    from pykeen.training import SLCWATrainingLoop
+
+    device = _device(cfg.device)
+    model = TransE(triples_factory=train, embedding_dim=cfg.dim, random_seed=cfg.seed).to(device)
+    optimizer = torch.optim.Adam(model.get_grad_params(), lr=cfg.learning_rate)
+    # the memory probe would run a whole extra epoch; a batch of triples needs little memory anyway
+    loop = SLCWATrainingLoop(
+        model=model, triples_factory=train, optimizer=optimizer, automatic_memory_optimization=False
+    )
+    # PyKEEN runs a full gc.collect() after every epoch; with torch and PyKEEN loaded that walks
+    # some 300k objects (0.1-0.2 s), more than an epoch of a small KG takes. Frozen objects are
+    # skipped, so each collect walks only what training allocated.
+    gc.freeze()
+    try:
+        losses = loop.train(
+            triples_factory=train,
+            num_epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            use_tqdm=progress,
+            use_tqdm_batch=False,
+            pin_memory=device.type == "cuda",  # pinned pages only speed up copies to a GPU
+        )
+    finally:
+        gc.unfreeze()
+    log.info("TransE: %d epochs on %s, final loss %.4f", cfg.epochs, device, losses[-1])
+    return model
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _evaluate(model, train, held_out, dim: int) -> dict:
+    """Filtered rank-based link prediction on the held-out triples (heads and tails)."""
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.metrics.ranking import InverseHarmonicMeanRank
+
+    # the buffers are kept after finalize: their candidate counts give the random baseline
+    evaluator = RankBasedEvaluator(
+        filtered=True,
+        metrics=["inverse_harmonic_mean_rank", "hits_at_k"],
+        metrics_kwargs=[None, {"k": 10}],
+        add_defaults=False,
+        clear_on_finalize=False,
+    )
+    slice_size = max(1, min(model.num_entities, _EVAL_SCRATCH // dim))
+    batch_size = max(1, _EVAL_SCRATCH // (slice_size * dim))
+    results = evaluator.evaluate(
+        model,
+        held_out.mapped_triples,
+        batch_size=batch_size,
+        slice_size=slice_size,
+        use_tqdm=False,
+        additional_filter_triples=[train.mapped_triples],
+    )
+    candidates = np.concatenate([c for side in evaluator.num_candidates.values() for c in side])
+    evaluator.clear()
+    return {
+        "eval_triples": held_out.num_triples,
+        "mrr": results.get_metric("both.realistic.inverse_harmonic_mean_rank"),
+        "hits_at_10": results.get_metric("both.realistic.hits_at_10"),
+        # E[1/rank] when each query's rank is uniform over its filtered candidates: H(N) / N
+        "random_mrr": InverseHarmonicMeanRank().expected_value(num_candidates=candidates),
+    }
+
+
+# ---------------------------------------------------------------- GraphVite models
+
+
+def load_graphvite(path: Path, run_dir: Path, kg_ids: np.ndarray | None = None) -> np.ndarray:
+    """The GraphVite vectors of `kg_ids` (all KG entities if None), in that order, as float32 rows.
+
+    GraphVite's rows are found by QID; an entity the model lacks gets a zero row (logged, and counted
+    by `write_entity_embeddings`). Rows are copied out for the requested ids only: the TransE model
+    is 9.4 GB of vectors, and a second full copy would double the peak memory.
+    """
+    model = _read_graphvite_pickle(Path(path))
+    entity2id, table = model["graph"]["entity2id"], np.asarray(model["solver"]["entity_embeddings"])
+    qids = _qids(run_dir)
+    ids = np.arange(len(qids)) if kg_ids is None else np.asarray(kg_ids, dtype=np.int64)
+    rows = np.fromiter((entity2id.get(q, -1) for q in qids[ids]), dtype=np.int64, count=len(ids))
+    found = rows >= 0
+    if found.any() and rows.max() >= len(table):
+        raise GraphViteFormatError(f"{path}: entity2id points past the {len(table)} embedding rows")
+    vectors = np.zeros((len(ids), table.shape[1]), dtype=np.float32)
+    vectors[found] = table[rows[found]]
+    log.info("GraphVite %s: %d of %d entities have no vector", Path(path).name, (~found).sum(), len(ids))
+    return vectors
+
+
+class _AttrDict(dict):
+    """Stands in for easydict.EasyDict: a dict subclass, so the pickled attributes land in __dict__."""
+
+
+# numpy's array and dtype rebuilders, under numpy 1 (numpy.core) and numpy 2 (numpy._core) names
+_NUMPY_NAMES = {"_reconstruct", "_frombuffer", "ndarray", "dtype", "scalar"}
+
+
+class _GraphViteUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("easydict", "EasyDict"):
+            return _AttrDict
+        if module.split(".")[0] == "numpy" and name in _NUMPY_NAMES:
+            return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):  # how protocol 2 spells bytes: a pure function
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a GraphVite model holds no {module}.{name}: refusing to load it")
+
+
+def _graphvite_file(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"GraphVite model {path} not found: download e.g. transe_wikidata5m.pkl (GraphVite's pretrained "
+            f"Wikidata5M models, linked from its docs) or set kge.graphvite_path"
+        )
+    return path
+
+
+def _read_graphvite_pickle(path: Path) -> dict:
+    log.info("reading GraphVite model %s (%.1f GB)", path, _graphvite_file(path).stat().st_size / 1e9)
+    with path.open("rb") as f:
+        try:
+            model = _GraphViteUnpickler(f).load()
+        except pickle.UnpicklingError as e:
+            raise GraphViteFormatError(f"{path}: {e}") from e
+    if not isinstance(model, dict):
+        raise GraphViteFormatError(
+            f"{path}: expected a GraphVite model (a dict), found a {type(model).__name__}"
+        )
+    graph, solver = model.get("graph") or {}, model.get("solver") or {}
+    if "entity2id" not in graph or "entity_embeddings" not in solver:
+        raise GraphViteFormatError(
+            f"{path}: expected graph.entity2id and solver.entity_embeddings (a GraphVite knowledge-graph "
+            f"model), found graph keys {sorted(graph)} and solver keys {sorted(solver)}"
+        )
+    return model
+
+
+def _qids(run_dir: Path) -> np.ndarray:
+    """QID of every kg_id (object array indexed by kg_id)."""
+    tables = [pq.read_table(p, columns=["kg_id", "qid"]) for p in part_paths(run_dir, KG_ENTITIES)]
+    qids = np.empty(read_manifest(run_dir, KG_ENTITIES)["rows"], dtype=object)
+    for t in tables:
+        qids[t["kg_id"].to_numpy()] = t["qid"].to_numpy(zero_copy_only=False)
+    return qids

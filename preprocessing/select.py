@@ -1,0 +1,390 @@
+"""`trelm select`: mentions -> important entities (SI score + KG knowledge) -> the `instances` shards.
+
+Paper section 3.1 and the "Input" paragraph of 3.4. Per pages part (same part names as `pages`):
+
+1. sequences of at most `max_seq_len` tokens along sentence boundaries (`preprocessing.sequences`),
+   every KG-aligned mention mapped to its token span;
+2. SI(e) = ||h_o|| ||h_rep|| / (h_o . h_rep) of every such mention, batched on the encoder
+   (`preprocessing.importance`);
+3. the policy: a mention's entity is *important* when it has knowledge in the KG (it heads a
+   triple), its corpus frequency class is one the policy injects (the paper's Figure 3 variants:
+   `long_tail`, `frequent`, `both`), and its SI is among the sequence's top `si_top_k` (and at
+   least `si_threshold`, if set);
+4. for an important entity, one KG triple (entity as head; its best-known tail: highest degree,
+   then lowest relation id) and the tail label's tokens as the CKA target.
+
+Before the parts: entity frequency over the corpus (the long tail) and the cut-off between long-tail
+and frequent entities. After them: the long-tail word list for the memory bank (vocabulary tokens
+seen rarely in the corpus), per-entity statistics, a long-tail plot (PNG) in the run folder, and
+`entity_embeddings` for every KG entity in use (`preprocessing.kge`). Every mention that is not
+selected is counted by reason in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from preprocessing.importance import SIConfig, load_encoder, si_scores
+from preprocessing.kge import KGEConfig, write_entity_embeddings
+from preprocessing.sequences import page_sequences
+from storage.schemas import ENTITY_STATS, INSTANCES, KG_ENTITIES, KG_TRIPLES, LONG_TAIL_WORDS, MENTIONS, PAGES
+from storage.shards import (
+    PartInfo,
+    Provenance,
+    ShardWriter,
+    code_version,
+    is_complete,
+    part_paths,
+    read_manifest,
+    read_part_info,
+    stable_hash,
+)
+
+SELECT_DIR = "select"  # run-folder subfolder for the plot and the cut-offs (besides the datasets)
+
+
+class SelectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_seq_len: int = Field(128, ge=8, description="Tokens per training sequence, special tokens included.")
+    policy: Literal["both", "long_tail", "frequent"] = Field(
+        "both",
+        description="Which entities may be injected (paper Figure 3): long-tail, frequent, or both.",
+    )
+    si_top_k: int = Field(
+        2, ge=0, description="Important entities per sequence: the top k by SI (0: no limit)."
+    )
+    si_threshold: float | None = Field(
+        None, description="Also require SI >= this (None: top-k alone decides)."
+    )
+    long_tail_max_freq: int | None = Field(
+        None,
+        ge=1,
+        description="Entities mentioned at most this often are long-tail; None: from long_tail_quantile.",
+    )
+    long_tail_quantile: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Cut-off as a quantile of the entity frequencies (0.8: the rarest 80% of entities).",
+    )
+    long_tail_word_max_count: int = Field(
+        100,
+        ge=1,
+        description="Tokens seen at most this often (and at least word_min_count) are long-tail words.",
+    )
+    word_min_count: int = Field(5, ge=1, description="Tokens rarer than this are noise, not long-tail words.")
+    max_tail_tokens: int = Field(
+        8, ge=1, description="CKA target: at most this many tokens of the tail's label."
+    )
+    si: SIConfig = Field(default_factory=SIConfig, description="Encoder and SI scoring.")
+    kge: KGEConfig = Field(
+        default_factory=KGEConfig, description="Knowledge embeddings h_e of the KG entities in use."
+    )
+
+
+def select_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:
+    datasets = (PAGES, MENTIONS, KG_ENTITIES, KG_TRIPLES)
+    inputs = tuple((d.name, read_manifest(run_dir, d)["fingerprint"]) for d in datasets)
+    # batch size, device and dtype change speed, not (beyond float noise) which entities are chosen
+    config = cfg.model_dump(exclude={"si": {"batch_size", "device", "dtype"}, "kge": {"device"}})
+    return Provenance(stable_hash(config), inputs, code_version([Path(__file__)]))
+
+
+def _files(run_dir: Path, dataset) -> str:
+    return "[" + ", ".join(f"'{p}'" for p in part_paths(run_dir, dataset)) + "]"
+
+
+# ---------------------------------------------------------------- corpus facts, before the parts
+
+_FREQ_SQL = """SELECT m.kg_id, count(*) AS n FROM read_parquet({mentions}) AS x, unnest(x.mentions) AS t(m)
+               WHERE m.kg_id IS NOT NULL GROUP BY 1"""
+# the best-known fact of an entity: its triple (as head) whose tail has the highest degree
+_BEST_TRIPLE_SQL = """SELECT t.head, arg_max(t.rel, e.degree * 1000000 - t.rel) AS rel,
+                             arg_max(t.tail, e.degree * 1000000 - t.rel) AS tail
+                      FROM read_parquet({triples}) t JOIN read_parquet({entities}) e ON e.kg_id = t.tail
+                      GROUP BY t.head"""
+
+
+@dataclass
+class Corpus:
+    """What every part needs to know about the whole corpus and KG, as arrays indexed by kg_id."""
+
+    freq: np.ndarray  # mentions of each entity in the corpus
+    cutoff: int  # entities with freq <= cutoff are long-tail
+    rel: np.ndarray  # relation of the entity's chosen triple (as head), -1: no knowledge in the KG
+    tail: np.ndarray  # tail of that triple
+    tail_ids: dict[int, list[int]]  # tail kg_id -> token ids of its label
+
+    def long_tail(self, kg_ids: np.ndarray) -> np.ndarray:
+        return self.freq[kg_ids] <= self.cutoff
+
+
+def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
+    import duckdb
+
+    conn = duckdb.connect()
+    n = read_manifest(run_dir, KG_ENTITIES)["rows"]
+    counted = conn.sql(_FREQ_SQL.format(mentions=_files(run_dir, MENTIONS))).fetchnumpy()
+    freq = np.zeros(n, np.int64)
+    freq[counted["kg_id"].astype(np.int64)] = counted["n"]
+    query = _BEST_TRIPLE_SQL.format(
+        triples=_files(run_dir, KG_TRIPLES), entities=_files(run_dir, KG_ENTITIES)
+    )
+    best = conn.sql(query).fetchnumpy()
+    rel, tail = np.full(n, -1, np.int32), np.full(n, -1, np.int32)
+    rel[best["head"]], tail[best["head"]] = best["rel"], best["tail"]
+    tail_ids = _tail_tokens(conn, run_dir, np.unique(best["tail"]), tokenizer, cfg.max_tail_tokens)
+    conn.close()
+    cutoff = cfg.long_tail_max_freq or _quantile_cutoff(freq, cfg.long_tail_quantile)
+    return Corpus(freq, cutoff, rel, tail, tail_ids)
+
+
+def _quantile_cutoff(freq: np.ndarray, quantile: float) -> int:
+    """The frequency at `quantile` of the entities that occur at all (at least 1)."""
+    seen = freq[freq > 0]
+    return int(np.quantile(seen, quantile, method="lower")) if len(seen) else 0
+
+
+def _tail_tokens(conn, run_dir: Path, tails: np.ndarray, tokenizer, max_tokens: int) -> dict[int, list[int]]:
+    """Token ids of each tail entity's label: the CKA target."""
+    conn.register("tails", pa.table({"kg_id": pa.array(tails, pa.int32())}))
+    entities = _files(run_dir, KG_ENTITIES)
+    rows = conn.sql(
+        f"SELECT e.kg_id, e.label FROM read_parquet({entities}) e JOIN tails USING (kg_id)"
+    ).fetchall()
+    encoded = tokenizer([label for _, label in rows], add_special_tokens=False)["input_ids"] if rows else []
+    return {kg_id: ids[:max_tokens] for (kg_id, _), ids in zip(rows, encoded, strict=True)}
+
+
+# ---------------------------------------------------------------- one part
+
+
+def select_part(
+    cfg: SelectConfig, run_dir: Path, index: int, corpus: Corpus, encoder, provenance
+) -> PartInfo:
+    """Sequences, SI and the policy for pages part `index` -> instances part `index` (kept when done)."""
+    writer = ShardWriter(run_dir, INSTANCES, provenance)
+    pages_path = part_paths(run_dir, PAGES)[index]
+    source_fp = stable_hash([read_part_info(pages_path).fingerprint, corpus.cutoff])
+    done = writer.done_part(index, source_fp)
+    if done is not None:
+        return done
+    stats: Counter = Counter()
+    sequences = _sequences(cfg, run_dir, index, encoder[0], stats)
+    spans = [[(m.tok_start, m.tok_end) for m in seq.mentions] for seq, _ in sequences]
+    scores = si_scores(encoder[1], encoder[0], [seq.input_ids for seq, _ in sequences], spans, cfg.si)
+    table = _instances(cfg, corpus, sequences, scores, stats)
+    return writer.write_part(index, [table], stats=stats, part_fingerprint=source_fp)
+
+
+def _sequences(cfg: SelectConfig, run_dir: Path, index: int, tokenizer, stats: Counter) -> list[tuple]:
+    """(Sequence, kg_ids of its mentions) for every sequence of the part's pages."""
+    pages = pq.read_table(part_paths(run_dir, PAGES)[index], columns=["page_id", "text"]).to_pylist()
+    mentions = pq.read_table(
+        part_paths(run_dir, MENTIONS)[index], columns=["sentences", "mentions"]
+    ).to_pylist()
+    out = []
+    for page, row in zip(pages, mentions, strict=True):
+        linked = [m for m in row["mentions"] if m["kg_id"] is not None]
+        stats["mentions_without_kg_id"] += len(row["mentions"]) - len(linked)
+        sentences = [(s["start"], s["end"]) for s in row["sentences"]]
+        spans = [(m["start"], m["end"]) for m in linked]
+        seqs = page_sequences(tokenizer, page["page_id"], page["text"], sentences, spans, cfg.max_seq_len)
+        kept = sum(len(s.mentions) for s in seqs)
+        stats["mentions_cut_by_sequence_boundary"] += len(linked) - kept
+        out += [(s, np.array([linked[m.mention]["kg_id"] for m in s.mentions], np.int64)) for s in seqs]
+    stats["sequences"] += len(out)
+    return out
+
+
+def important_mask(cfg: SelectConfig, corpus: Corpus, kg_ids: np.ndarray, si: np.ndarray, stats: Counter):
+    """Which mentions of one sequence are important, and each rejection counted by its first reason."""
+    has_knowledge = corpus.rel[kg_ids] >= 0
+    tail = corpus.long_tail(kg_ids)
+    wanted = {"both": np.ones_like(tail), "long_tail": tail, "frequent": ~tail}[cfg.policy]
+    eligible = has_knowledge & wanted
+    if cfg.si_threshold is not None:
+        eligible &= si >= cfg.si_threshold
+    chosen = np.zeros(len(kg_ids), bool)
+    order = np.flatnonzero(eligible)[np.argsort(-si[eligible], kind="stable")]
+    chosen[order[: cfg.si_top_k] if cfg.si_top_k else order] = True
+    stats["dropped_no_kg_knowledge"] += int((~has_knowledge).sum())
+    stats["dropped_by_frequency_policy"] += int((has_knowledge & ~wanted).sum())
+    stats["dropped_low_si"] += int((has_knowledge & wanted & ~chosen).sum())
+    stats["selected"] += int(chosen.sum())
+    return chosen
+
+
+def _instances(cfg: SelectConfig, corpus: Corpus, sequences: list[tuple], scores, stats: Counter) -> pa.Table:
+    rows, counters = [], Counter()
+    for (seq, kg_ids), si in zip(sequences, scores, strict=True):
+        important = important_mask(cfg, corpus, kg_ids, np.asarray(si, np.float32), stats)
+        entities = [
+            _entity(m, int(k), float(s), bool(imp), corpus)
+            for m, k, s, imp in zip(seq.mentions, kg_ids, si, important, strict=True)
+        ]
+        rows.append(
+            {
+                "seq_id": seq.page_id * 1024 + counters[seq.page_id],
+                "page_id": seq.page_id,
+                "input_ids": seq.input_ids,
+                "entities": entities,
+            }
+        )
+        counters[seq.page_id] += 1
+    return pa.Table.from_pylist(rows, schema=INSTANCES.schema)
+
+
+def _entity(m, kg_id: int, si: float, important: bool, corpus: Corpus) -> dict:
+    entity = {
+        "tok_start": m.tok_start,
+        "tok_end": m.tok_end,
+        "kg_id": kg_id,
+        "si": si,
+        "freq": int(corpus.freq[kg_id]),
+        "important": important,
+        "rel_id": None,
+        "tail_kg_id": None,
+        "tail_ids": None,
+    }
+    if important:
+        tail = int(corpus.tail[kg_id])
+        entity.update(rel_id=int(corpus.rel[kg_id]), tail_kg_id=tail, tail_ids=corpus.tail_ids.get(tail, []))
+    return entity
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@lru_cache(maxsize=1)
+def _encoder(si_json: str):
+    return load_encoder(SIConfig.model_validate_json(si_json))
+
+
+def select(cfg: SelectConfig, run_dir: Path, progress: bool = True) -> dict:
+    """The whole stage; returns the `instances` manifest. Complete parts of an earlier run are kept."""
+    from tqdm import tqdm
+
+    provenance = select_provenance(cfg, run_dir)
+    if is_complete(run_dir, INSTANCES, provenance.fingerprint):
+        return read_manifest(run_dir, INSTANCES)
+    writer = ShardWriter(run_dir, INSTANCES, provenance).open()
+    encoder = _encoder(cfg.si.model_dump_json())
+    corpus = build_corpus(cfg, run_dir, encoder[0])
+    n_parts = len(part_paths(run_dir, PAGES))
+    parts = [
+        select_part(cfg, run_dir, i, corpus, encoder, provenance)
+        for i in tqdm(range(n_parts), desc="select", disable=not progress)
+    ]
+    summary = finalize_outputs(cfg, run_dir, corpus, encoder[0], parts, provenance)
+    return writer.finalize(parts, stats=summary["counts"], extra={"select": summary["facts"]})
+
+
+def finalize_outputs(cfg: SelectConfig, run_dir: Path, corpus: Corpus, tokenizer, parts, provenance) -> dict:
+    """Entity statistics, long-tail words, the plot, and the embeddings of the entities in use."""
+    import duckdb
+
+    conn = duckdb.connect()
+    instances = "[" + ", ".join(f"'{run_dir / INSTANCES.folder / p.name}'" for p in parts) + "]"
+    conn.execute(
+        f"CREATE VIEW ent AS SELECT e.* FROM read_parquet({instances}) i, unnest(i.entities) AS t(e)"
+    )
+    facts = _si_distribution(conn) | {"long_tail_max_freq": corpus.cutoff, "policy": cfg.policy}
+    _write_entity_stats(conn, run_dir, corpus, provenance)
+    words = _write_long_tail_words(conn, run_dir, instances, tokenizer, cfg, provenance)
+    in_use = conn.sql(
+        "SELECT DISTINCT kg_id FROM ent UNION SELECT DISTINCT tail_kg_id FROM ent "
+        "WHERE tail_kg_id IS NOT NULL"
+    ).fetchnumpy()["kg_id"]
+    conn.close()
+    write_entity_embeddings(run_dir, cfg.kge, np.sort(in_use.astype(np.int64)), progress=False)
+    plot = plot_long_tail(corpus.freq, corpus.cutoff, run_dir / SELECT_DIR / "long_tail.png")
+    facts |= {"long_tail_words": words, "long_tail_plot": str(plot)}
+    (run_dir / SELECT_DIR / "summary.json").write_text(json.dumps(facts, indent=2))
+    return {"counts": {"entities_in_use": len(in_use)}, "facts": facts}
+
+
+def _si_distribution(conn) -> dict:
+    row = conn.sql(
+        "SELECT count(*), avg(si), quantile_cont(si, [0.1, 0.25, 0.5, 0.75, 0.9, 0.99]) FROM ent"
+    ).fetchall()[0]
+    return {
+        "si_count": row[0],
+        "si_mean": row[1],
+        "si_quantiles": dict(zip(["p10", "p25", "p50", "p75", "p90", "p99"], row[2] or [], strict=False)),
+    }
+
+
+def _write_entity_stats(conn, run_dir: Path, corpus: Corpus, provenance: Provenance) -> None:
+    seen = np.flatnonzero(corpus.freq > 0)
+    conn.register(
+        "corpus",
+        pa.table(
+            {
+                "kg_id": pa.array(seen, pa.int32()),
+                "freq": corpus.freq[seen],
+                "long_tail": corpus.long_tail(seen),
+                "has_knowledge": corpus.rel[seen] >= 0,
+            }
+        ),
+    )
+    table = conn.sql(
+        """SELECT c.kg_id, c.freq, c.long_tail, c.has_knowledge, count(e.kg_id) AS in_sequences,
+                  count(*) FILTER (WHERE e.important) AS selected, avg(e.si)::FLOAT AS si_mean
+           FROM corpus c LEFT JOIN ent e USING (kg_id) GROUP BY ALL ORDER BY c.kg_id"""
+    ).to_arrow_table()
+    writer = ShardWriter(run_dir, ENTITY_STATS, provenance).open()
+    writer.finalize([writer.write_part(0, [table])])
+
+
+def _write_long_tail_words(
+    conn, run_dir: Path, instances: str, tokenizer, cfg: SelectConfig, provenance
+) -> int:
+    """Vocabulary tokens the corpus uses rarely (Wu et al. 2020): the memory bank's long-tail words."""
+    special = set(tokenizer.all_special_ids)
+    counts = conn.sql(
+        f"""SELECT id::INTEGER AS token_id, count(*) AS count FROM read_parquet({instances}) i,
+            unnest(i.input_ids) AS t(id) GROUP BY 1
+            HAVING count(*) BETWEEN {cfg.word_min_count} AND {cfg.long_tail_word_max_count} ORDER BY 1"""
+    ).to_arrow_table()
+    ids = [i for i in counts.column("token_id").to_pylist() if i not in special]
+    keep = pa.array([i not in special for i in counts.column("token_id").to_pylist()])
+    counts = counts.filter(keep)
+    table = counts.append_column("token", pa.array(tokenizer.convert_ids_to_tokens(ids), pa.string()))
+    writer = ShardWriter(run_dir, LONG_TAIL_WORDS, provenance).open()
+    writer.finalize([writer.write_part(0, [table.select(["token_id", "token", "count"])])])
+    return table.num_rows
+
+
+def plot_long_tail(freq: np.ndarray, cutoff: int, path: Path) -> Path:
+    """Entity frequency by rank (log-log), the long-tail cut-off marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranked = np.sort(freq[freq > 0])[::-1]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.loglog(np.arange(1, len(ranked) + 1), ranked, marker=".", linestyle="none", markersize=3)
+    ax.axhline(max(cutoff, 1), color="red", linestyle="--", label=f"long-tail cut-off: freq <= {cutoff}")
+    ax.set_xlabel("entity rank")
+    ax.set_ylabel("mentions in the corpus")
+    ax.set_title(f"Entity frequency ({len(ranked)} entities)")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
