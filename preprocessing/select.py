@@ -201,8 +201,8 @@ def _sequences(cfg: SelectConfig, run_dir: Path, index: int, tokenizer, stats: C
         sentences = [(s["start"], s["end"]) for s in row["sentences"]]
         spans = [(m["start"], m["end"]) for m in linked]
         seqs = page_sequences(tokenizer, page["page_id"], page["text"], sentences, spans, cfg.max_seq_len)
-        kept = sum(len(s.mentions) for s in seqs)
-        stats["mentions_cut_by_sequence_boundary"] += len(linked) - kept
+        stats["mentions_cut_by_sequence_boundary"] += sum(len(s.cut) for s in seqs)
+        stats["mentions_covering_no_token"] += sum(len(s.untokenized) for s in seqs)
         out += [(s, np.array([linked[m.mention]["kg_id"] for m in s.mentions], np.int64)) for s in seqs]
     stats["sequences"] += len(out)
     return out
@@ -340,9 +340,10 @@ def _write_entity_stats(conn, run_dir: Path, corpus: Corpus, provenance: Provena
         ),
     )
     table = conn.sql(
-        """SELECT c.kg_id, c.freq, c.long_tail, c.has_knowledge, count(e.kg_id) AS in_sequences,
-                  count(*) FILTER (WHERE e.important) AS selected, avg(e.si)::FLOAT AS si_mean
-           FROM corpus c LEFT JOIN ent e USING (kg_id) GROUP BY ALL ORDER BY c.kg_id"""
+        f"""SELECT c.kg_id, c.freq, k.degree, c.long_tail, c.has_knowledge, count(e.kg_id) AS in_sequences,
+                   count(*) FILTER (WHERE e.important) AS selected, avg(e.si)::FLOAT AS si_mean
+            FROM corpus c JOIN read_parquet({_files(run_dir, KG_ENTITIES)}) k USING (kg_id)
+            LEFT JOIN ent e USING (kg_id) GROUP BY ALL ORDER BY c.kg_id"""
     ).to_arrow_table()
     writer = ShardWriter(run_dir, ENTITY_STATS, provenance).open()
     writer.finalize([writer.write_part(0, [table])])

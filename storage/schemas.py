@@ -222,6 +222,7 @@ ENTITY_STATS = DatasetSchema(
         [
             pa.field("kg_id", pa.int32(), nullable=False),
             pa.field("freq", pa.int64(), nullable=False),
+            pa.field("degree", pa.int32(), nullable=False),
             pa.field("long_tail", pa.bool_(), nullable=False),
             pa.field("has_knowledge", pa.bool_(), nullable=False),
             pa.field("in_sequences", pa.int64(), nullable=False),
@@ -229,8 +230,8 @@ ENTITY_STATS = DatasetSchema(
             pa.field("si_mean", pa.float32()),
         ]
     ),
-    "Per KG entity mentioned in the corpus: frequency, long-tail class, KG knowledge, how often it was"
-    " in a training sequence and selected as important, mean SI.",
+    "Per KG entity mentioned in the corpus: frequency, KG degree, long-tail class, KG knowledge, how often"
+    " it was in a training sequence and selected as important, mean SI.",
 )
 
 LONG_TAIL_WORDS = DatasetSchema(

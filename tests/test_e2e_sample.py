@@ -115,6 +115,25 @@ def test_download_resume_reject_ingest_and_query(mirror_root, tmp_path):
         )
     )
     assert len(facts) == selected["stats"]["selected"] and all(f["tail_ids"] for f in facts)
+    # resume: one instances part lost with the manifest; the rerun redoes that part alone
+    instances_dir = data / "runs" / RUN / "instances" / "v1"
+    stamps = {p.name: p.stat().st_mtime_ns for p in instances_dir.glob("part-*.parquet")}
+    (instances_dir / "part-00001.parquet").unlink()
+    (instances_dir / "_manifest.json").unlink()
+    again = json.loads(_invoke("select", "--data-root", str(data)))
+    assert again["stats"] == selected["stats"]
+    after = {p.name: p.stat().st_mtime_ns for p in instances_dir.glob("part-*.parquet")}
+    assert [n for n in after if after[n] != stamps[n]] == ["part-00001.parquet"]
+    stats = json.loads(
+        _invoke(
+            "sql",
+            "--json",
+            "--data-root",
+            str(data),
+            "SELECT long_tail, count(*) AS n, sum(selected) AS selected FROM entity_stats GROUP BY 1",
+        )
+    )
+    assert sum(r["selected"] for r in stats) == selected["stats"]["selected"]
     embedded = json.loads(
         _invoke(
             "sql",
