@@ -31,8 +31,9 @@ import urllib3
 from pydantic import Field
 from tqdm import tqdm
 
-# Wikimedia asks dump downloaders for a User-Agent with a way to reach the operator.
-PROJECT_URL = "https://github.com/trelm-pipeline/trelm-pipeline"
+# Wikimedia asks dump downloaders for a User-Agent with a way to reach the operator: the person
+# running the pipeline gives theirs in TRELM_CONTACT (an e-mail or URL) or in download.user_agent.
+CONTACT_ENV = "TRELM_CONTACT"
 MANIFEST_NAME = "_download.json"
 PART_SUFFIX = ".part"
 
@@ -52,7 +53,9 @@ def _package_version() -> str:
 
 
 def _default_user_agent() -> str:
-    return f"trelm-pipeline/{_package_version()} ({PROJECT_URL}; dumps downloader)"
+    contact = os.environ.get(CONTACT_ENV, "").strip()
+    who = f"contact: {contact}" if contact else f"no contact given: set {CONTACT_ENV}"
+    return f"trelm-pipeline/{_package_version()} (Wikipedia dumps downloader; {who})"
 
 
 class DownloadConfig(pydantic.BaseModel):
