@@ -6,12 +6,23 @@ from pathlib import Path
 
 import duckdb
 
-from storage.schemas import DATASETS
+from storage.schemas import CHECKPOINT_DATASETS, DATASETS
 from storage.shards import IncompleteDatasetError, part_paths
 
 
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _dataset_parts(run_dir: Path, name: str, dataset) -> list[Path]:
+    """A run dataset's parts by its manifest; a per-checkpoint dataset's parts as written so far (each part
+    is renamed into place whole, so a training run's log is queryable while it trains)."""
+    if name in CHECKPOINT_DATASETS:
+        return sorted(Path(run_dir).glob(f"checkpoints/*/{dataset.folder}/part-*.parquet"))
+    try:
+        return part_paths(run_dir, dataset)
+    except IncompleteDatasetError:
+        return []
 
 
 def connect(
@@ -25,10 +36,7 @@ def connect(
     for name, dataset in DATASETS.items():
         if run_dir is None:
             continue
-        try:
-            paths = part_paths(run_dir, dataset)
-        except IncompleteDatasetError:
-            continue
+        paths = _dataset_parts(run_dir, name, dataset)
         if not paths:
             continue
         files = ", ".join(_sql_str(str(p)) for p in paths)

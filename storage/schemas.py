@@ -249,16 +249,21 @@ LONG_TAIL_WORDS = DatasetSchema(
 
 TRAIN_LOG = DatasetSchema(
     "train_log",
-    1,
+    2,
     pa.schema(
         [
+            pa.field("checkpoint", pa.string(), nullable=False),
             pa.field("step", pa.int64(), nullable=False),
             pa.field("name", pa.string(), nullable=False),
             pa.field("value", pa.float64(), nullable=False),
         ]
     ),
-    "Training metrics, one row per (step, metric).",
+    "Training metrics, one row per (checkpoint, step, metric). Each pre-training run (checkpoint name)"
+    " writes its own parts under checkpoints/{name}/train_log/v2; the view unions them, live while training.",
 )
+
+# datasets written per checkpoint folder (checkpoints/{name}/{dataset}/v{N}) rather than per run
+CHECKPOINT_DATASETS = ("train_log",)
 
 EVAL_RESULTS = DatasetSchema(
     "eval_results",

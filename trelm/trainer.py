@@ -1,0 +1,537 @@
+"""The DeepSpeed pre-training loop: TRELM (Eq. 2-11) on the `instances` shards, resumable step by step.
+
+One process per rank (`trelm.launch` starts them); each rank streams its slice of the data
+(`trelm.data`), builds the same model from the same seed, and steps a DeepSpeed engine (ZeRO stage,
+precision, accumulation, clipping from `train`). Per optimizer step: the router refreshes the
+knowledge paths (every `routing.refresh_every` steps), forward, the memory bank update (Eq. 4-6, the
+same on every rank), backward, step; the step's loss parts, lambda, throughput, trainable share and
+attribution time go to `train_log` (Parquet, per checkpoint), TensorBoard and a progress bar.
+
+A checkpoint (`checkpoints/{name}/step-XXXXXXXX`) holds DeepSpeed's model/optimizer/scheduler states,
+and as client state everything else a resume needs: step, data position, lambda's epoch, the router's
+paths, the resolved config; the memory bank (`memory_bank.pt`) and each rank's RNG states
+(`rng-rank{r}.pt`: python, numpy, torch, cuda, the batch generator) are files of the same folder,
+written before DeepSpeed writes `latest`, so `latest` never names a half-written checkpoint.
+Resuming replays nothing: the data stream seeks to the saved position and every random source
+continues from its saved state, so a killed run's losses equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+import yaml
+
+from storage.schemas import INSTANCES, TRAIN_LOG
+from storage.shards import Provenance, ShardWriter, code_version, read_manifest, read_part_info, stable_hash
+from trelm.config import PretrainConfig
+from trelm.data import DataPosition, InstanceStream
+
+TAG_PREFIX = "step-"
+
+
+@dataclass
+class RankInfo:
+    rank: int
+    world: int
+    device: torch.device
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    position: DataPosition = field(default_factory=DataPosition)
+    log_parts: int = 0  # train_log parts written (part index of the next flush)
+
+
+def checkpoint_dir(run_dir: Path, cfg: PretrainConfig) -> Path:
+    return Path(run_dir) / "checkpoints" / cfg.checkpoint_name
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name, int(os.environ.get("LOCAL_RANK", 0))) if name == "cuda" else torch.device(name)
+
+
+def init_distributed(cfg: PretrainConfig) -> RankInfo:
+    """Join the ranks the launcher started, or make this process a world of one (in-flow training)."""
+    import deepspeed
+
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(cfg.train.master_port))
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    return RankInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
+
+
+def use_bf16(cfg: PretrainConfig, device: torch.device) -> bool:
+    if cfg.train.precision != "auto":
+        return cfg.train.precision == "bf16"
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def deepspeed_config(cfg: PretrainConfig, device: torch.device, world: int) -> dict:
+    """The engine's JSON from `train`, with a user's `train.deepspeed_config` keys on top."""
+    train = cfg.train
+    ds = {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "train_batch_size": train.micro_batch_size * train.grad_accum * world,
+        "gradient_clipping": train.grad_clip,
+        "zero_optimization": {"stage": train.zero_stage},
+        "bf16": {"enabled": use_bf16(cfg, device)},
+        # the optimizer is ours (LazyAdamW under routing, AdamW otherwise): DeepSpeed checks its name
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if train.deepspeed_config:
+        ds = deep_merge(ds, yaml.safe_load(Path(train.deepspeed_config).read_text()))
+    return ds
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, section by section (nested mappings merge, anything else replaces)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+def linear_schedule(optimizer, warmup: int, total: int):
+    """Warmup from 0 to the peak over `warmup` steps, then linear decay to 0 at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- RNG state
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- train_log
+
+
+class TrainLog:
+    """Rows (checkpoint, step, name, value) buffered on rank 0 and flushed as one part per checkpoint.
+
+    A part is written before its checkpoint; parts numbered at or after a resumed checkpoint's count
+    belong to steps that will run again, so `resume` deletes them.
+    """
+
+    def __init__(self, ckpt_dir: Path, name: str, provenance: Provenance, tensorboard: bool):
+        self.writer = ShardWriter(ckpt_dir, TRAIN_LOG, provenance)
+        self.name, self.rows = name, []
+        self.tb = _tensorboard(ckpt_dir / "tb") if tensorboard else None
+
+    def add(self, step: int, metrics: dict[str, float]) -> None:
+        self.rows += [(step, k, float(v)) for k, v in metrics.items()]
+        if self.tb is not None:
+            for key, value in metrics.items():
+                self.tb.add_scalar(key, value, step)
+
+    def flush(self, index: int) -> None:
+        if not self.rows:
+            return
+        steps, names, values = zip(*self.rows, strict=True)
+        table = pa.table(
+            {"checkpoint": [self.name] * len(steps), "step": steps, "name": names, "value": values},
+            schema=TRAIN_LOG.schema,
+        )
+        self.writer.write_part(index, [table])
+        self.rows = []
+        if self.tb is not None:
+            self.tb.flush()
+
+    def truncate(self, parts: int) -> None:
+        for path in self.writer.dir.glob("part-*.parquet"):
+            if int(path.stem.split("-")[1]) >= parts:
+                path.unlink()
+
+    def finalize(self, stats: dict) -> dict:
+        parts = [read_part_info(p) for p in sorted(self.writer.dir.glob("part-*.parquet"))]
+        return self.writer.finalize(parts, stats)
+
+
+def _tensorboard(path: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(path))
+
+
+# ---------------------------------------------------------------- the model and its surroundings
+
+
+class ModelParts:
+    """What a rank builds from the run's datasets: the TRELM model, tokenizer, router and optimizer."""
+
+    def __init__(self, cfg: PretrainConfig, run_dir: Path, device: torch.device, generator: torch.Generator):
+        from trelm.batch import TokenInfo
+        from trelm.data import corpus_entities, entity_vectors, relation_count, unigram_counts
+        from trelm.model import TrelmModel, load_backbone
+        from trelm.routing import Router
+
+        self.cfg = cfg
+        mlm, self.tokenizer = load_backbone(cfg.model)
+        self.tok_info = TokenInfo.from_tokenizer(self.tokenizer)
+        kg_ids = corpus_entities(run_dir)
+        self.model = TrelmModel(
+            cfg.model,
+            mlm,
+            self.tok_info,
+            kg_ids,
+            torch.from_numpy(entity_vectors(run_dir, kg_ids)),
+            relation_count(run_dir),
+            torch.from_numpy(unigram_counts(run_dir, self.tok_info.vocab_size)),
+            seed=cfg.train.seed,
+        ).to(device)
+        self.model.train()  # from_pretrained leaves the backbone in eval mode: dropout must be on
+        self.model.sampler.generator = generator  # one per-rank stream, saved in every checkpoint
+        self.router = Router(self.model, cfg.routing, seed=cfg.train.seed) if cfg.routing.enabled else None
+        if self.router is not None:
+            self.router.install()
+        self.config_hash = stable_hash(cfg.model_dump(mode="json"))
+        self.inputs = tuple((d.name, read_manifest(run_dir, d)["fingerprint"]) for d in (INSTANCES,))
+
+    def batch(self, rows: list[dict], generator: torch.Generator):
+        from trelm.batch import make_batch
+
+        return make_batch(rows, self.tok_info, self.cfg.model, generator, self.model.entity_rows)
+
+    def lam(self, epoch: int) -> float:
+        return self.cfg.model.lambda_at(epoch)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        if self.router is not None:
+            return self.router.trainable_parameters()
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def optimizer(self, params, train) -> torch.optim.Optimizer:
+        """LazyAdamW under routing (a row off the paths does not move on old momentum), AdamW otherwise."""
+        from trelm.routing import LazyAdamW
+
+        kind = LazyAdamW if self.router is not None else torch.optim.AdamW
+        return kind(params, lr=train.lr, weight_decay=train.weight_decay)
+
+    def refresh_routes(self, batch, lam: float, step: int) -> dict[str, float]:
+        if self.router is None:
+            return {"trainable_share": 1.0}
+        stats = self.router.refresh(batch, lam, step)
+        stats.pop("attribution_seconds")  # the step timer's attribution_s lap measures the same call
+        return stats
+
+    def register_external_parameters(self, zero_stage: int) -> None:
+        """ZeRO-3 gathers a module's weights for its own forward only: CKA reads the tied MLM decoder
+        outside it, so DeepSpeed must be told to gather those weights for the whole model's forward."""
+        if zero_stage == 3:
+            import deepspeed
+
+            for param in self.model.external_parameters():
+                deepspeed.zero.register_external_parameter(self.model, param)
+
+    def routing_state(self) -> dict | None:
+        return self.router.state_dict() if self.router is not None else None
+
+    def load_routing_state(self, state: dict | None) -> None:
+        if self.router is not None and state is not None:
+            self.router.load_state_dict(state)
+
+    def save_memory(self, path: Path) -> None:
+        if self.model.memory is not None:
+            atomic_torch_save(self.model.memory.state_dict(), path)
+
+    def load_memory(self, path: Path) -> None:
+        if self.model.memory is not None:
+            self.model.memory.load_state_dict(torch.load(path, weights_only=True))
+
+    def export_hf(self, path: Path, zero_stage: int, rank: int) -> None:
+        """`save_pretrained` + tokenizer on rank 0; under ZeRO-3 every rank first gathers the weights."""
+        import contextlib
+
+        import deepspeed
+
+        gather = (
+            deepspeed.zero.GatheredParameters(list(self.model.mlm.parameters()), modifier_rank=None)
+            if zero_stage == 3
+            else contextlib.nullcontext()
+        )
+        with gather:
+            if rank == 0:
+                self.model.export_hf(path, self.tokenizer)
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Trainer:
+    """One rank's training run: build, resume, step until the budget, checkpoint, export."""
+
+    def __init__(self, cfg: PretrainConfig, run_dir: Path, progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg.effective(), Path(run_dir), progress
+        self.ckpt_dir = checkpoint_dir(run_dir, cfg)
+        self.dist = init_distributed(self.cfg)
+        if self.cfg.train.threads and self.dist.device.type == "cpu":
+            torch.set_num_threads(self.cfg.train.threads)
+        torch.manual_seed(self.cfg.train.seed)  # same initial weights on every rank
+        self.generator = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + self.dist.rank)
+        self.parts = ModelParts(self.cfg, self.run_dir, self.dist.device, self.generator)
+        torch.manual_seed(self.cfg.train.seed + 7919 * (self.dist.rank + 1))  # dropout differs per rank
+        self.stream = InstanceStream(
+            self.run_dir,
+            self.cfg.train.micro_batch_size,
+            self.dist.rank,
+            self.dist.world,
+            self.cfg.train.seed,
+        )
+        self.engine = self._engine()
+        self.state = TrainState()
+        self.log = self._train_log() if self.dist.rank == 0 else None
+
+    def _engine(self):
+        import deepspeed
+
+        params = self.parts.trainable_parameters()
+        optimizer = self.parts.optimizer(params, self.cfg.train)
+        scheduler = linear_schedule(optimizer, self.cfg.train.warmup_steps, self.cfg.train.max_steps)
+        config = deepspeed_config(self.cfg, self.dist.device, self.dist.world)
+        self.parts.register_external_parameters(self.cfg.train.zero_stage)
+        engine, *_ = deepspeed.initialize(
+            model=self.parts.model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+        )
+        return engine
+
+    def _train_log(self) -> TrainLog:
+        sources = sorted(Path(__file__).parent.glob("*.py"))
+        provenance = Provenance(self.parts.config_hash, self.parts.inputs, code_version(sources))
+        log = TrainLog(self.ckpt_dir, self.cfg.checkpoint_name, provenance, self.cfg.train.tensorboard)
+        (log.writer.dir / "_manifest.json").unlink(missing_ok=True)  # a manifest marks a finished run only
+        return log
+
+    # ---- the loop
+
+    def run(self) -> dict:
+        self.resume()
+        bar = _progress_bar(self.cfg.train.max_steps, self.state.step, self.progress and self.dist.rank == 0)
+        train = self.cfg.train
+        while self.state.step < train.max_steps and self.state.position.epoch < train.max_epochs:
+            for position, rows in self.stream.batches(self.state.position):
+                metrics = self.micro_step(rows)
+                self.state.position = position
+                if metrics is None:  # inside a gradient accumulation
+                    continue
+                self._after_step(metrics, bar)
+                if self.state.step >= train.max_steps:
+                    break
+            else:
+                self.state.position = DataPosition(self.state.position.epoch + 1, 0)
+        bar.close()
+        return self.finish()
+
+    def micro_step(self, rows: list[dict]) -> dict | None:
+        """Route, forward, memory update, backward, step; the metrics at an optimizer-step boundary."""
+        model, lam = self.parts.model, self.parts.lam(self.state.position.epoch)
+        batch = self.parts.batch(rows, self.generator).to(self.dist.device)
+        timer = StepTimer(self.dist.device)
+        routing = self.parts.refresh_routes(batch, lam, self.state.step)
+        timer.lap("attribution_s")
+        out = self.engine(batch, lam)
+        timer.lap("forward_s")
+        model.update_memory(batch, out)
+        timer.lap("memory_s")
+        self.engine.backward(out.loss)
+        timer.lap("backward_s")
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        timer.lap("optimizer_s")
+        if not boundary:
+            return None
+        tokens = float(batch.attention_mask.sum()) * self.dist.world
+        return {
+            "loss": out.loss.item(),
+            "mlm_loss": out.mlm_loss.item(),
+            "cka_loss": out.cka_loss.item(),
+            "lambda": lam,
+            "lr": self.engine.get_lr()[0],
+            "epoch": self.state.position.epoch,
+            **routing,
+            **timer.laps,
+            "step_s": timer.total,
+            "tokens_per_s": tokens / max(timer.total, 1e-9),
+            "peak_memory_mb": peak_memory_mb(self.dist.device),
+        }
+
+    def _after_step(self, metrics: dict, bar) -> None:
+        self.state.step += 1
+        metrics = _mean_over_ranks(metrics)
+        if self.log is not None and self.state.step % self.cfg.train.log_every == 0:
+            self.log.add(self.state.step, metrics)
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", lam=f"{metrics['lambda']:.3f}")
+        if self.state.step % self.cfg.train.save_every == 0 or self.state.step >= self.cfg.train.max_steps:
+            self.save()
+
+    # ---- checkpoints
+
+    def save(self) -> None:
+        """RNG files and the memory bank first, then DeepSpeed's states; its `latest` file comes last."""
+        tag = f"{TAG_PREFIX}{self.state.step:08d}"
+        folder = self.ckpt_dir / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(rng_state(self.generator), folder / f"rng-rank{self.dist.rank}.pt")
+        if self.dist.rank == 0:
+            self.parts.save_memory(folder / "memory_bank.pt")
+            self.log.flush(self.state.log_parts)
+        self.state.log_parts += 1
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state=self._client_state())
+        if self.dist.rank == 0:
+            prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_last)
+        torch.distributed.barrier()
+
+    def _client_state(self) -> dict:
+        return {
+            "step": self.state.step,
+            "epoch": self.state.position.epoch,
+            "batches": self.state.position.batches,
+            "log_parts": self.state.log_parts,
+            "lambda": self.parts.lam(self.state.position.epoch),
+            "routing": self.parts.routing_state(),
+            "world": self.dist.world,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def resume(self) -> None:
+        """Continue from `latest` when there is one: weights, optimizer, scheduler, bank, RNG, position."""
+        if not (self.ckpt_dir / "latest").exists():
+            return
+        folder = self.ckpt_dir / (self.ckpt_dir / "latest").read_text().strip()
+        load_path, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=folder.name)
+        if load_path is None:
+            raise RuntimeError(f"cannot load the checkpoint named by {self.ckpt_dir / 'latest'}")
+        if client["world"] != self.dist.world:
+            raise ValueError(
+                f"{load_path} was written by {client['world']} ranks and this run has {self.dist.world}: the "
+                f"data position counts global batches, so resume with train.ranks={client['world']}"
+            )
+        self.state = TrainState(
+            client["step"], DataPosition(client["epoch"], client["batches"]), client["log_parts"]
+        )
+        self.parts.load_memory(folder / "memory_bank.pt")
+        self.parts.load_routing_state(client["routing"])
+        set_rng_state(torch.load(folder / f"rng-rank{self.dist.rank}.pt", weights_only=False), self.generator)
+        if self.log is not None:
+            self.log.truncate(self.state.log_parts)
+
+    def finish(self) -> dict:
+        """Export the model in Hugging Face format and close `train_log` with the run's summary."""
+        hf_dir = self.ckpt_dir / "hf"
+        self.parts.export_hf(hf_dir, zero_stage=self.cfg.train.zero_stage, rank=self.dist.rank)
+        summary = {"steps": self.state.step, "epochs": self.state.position.epoch, "world": self.dist.world}
+        if self.dist.rank == 0:
+            self.log.flush(self.state.log_parts)
+            self.log.finalize({"steps": self.state.step})
+            _write_yaml(self.cfg.model_dump(mode="json"), self.ckpt_dir / "config.yaml")
+        torch.distributed.barrier()
+        return {"checkpoint": str(self.ckpt_dir), "hf": str(hf_dir), **summary}
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    tags = sorted(p for p in ckpt_dir.glob(f"{TAG_PREFIX}*") if p.is_dir())
+    for old in tags[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_yaml(data: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory, or on a CPU the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class StepTimer:
+    """Wall time of the phases of a step; on a GPU each lap waits for the queued kernels first."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.laps: dict[str, float] = {}
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return self.last - self.start
+
+
+def _mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    if torch.distributed.get_world_size() == 1:
+        return metrics
+    on_gpu = torch.distributed.get_backend() == "nccl"  # nccl reduces device tensors only
+    values = torch.tensor(list(metrics.values()), dtype=torch.float64, device="cuda" if on_gpu else "cpu")
+    torch.distributed.all_reduce(values)
+    return dict(zip(metrics, (values / torch.distributed.get_world_size()).tolist(), strict=True))
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc="pretrain", unit="step")
