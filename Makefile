@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 DATA   ?= data/demo
 
-.PHONY: venv demo test lint sample bench-ingest clean
+.PHONY: venv demo test lint sample bench-ingest serve stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,8 @@ demo: venv
 	$(VENV)/bin/trelm run --data-root $(DATA) --config sample
 	$(VENV)/bin/trelm sql --data-root $(DATA) "SELECT title, qid, len(text) AS chars, len(links) AS links FROM pages ORDER BY links DESC LIMIT 10"
 	$(VENV)/bin/trelm sql --data-root $(DATA) "SELECT e.label, e.qid, count(*) AS mentions, count(*) FILTER (WHERE m.source = 'tagme') AS found_by_tagme FROM mentions, unnest(mentions) AS t(m) JOIN kg_entities e ON e.kg_id = m.kg_id GROUP BY ALL ORDER BY mentions DESC LIMIT 10"
+	$(VENV)/bin/trelm sql --data-root $(DATA) "PIVOT (SELECT checkpoint, step, name, round(value, 3) AS value FROM train_log WHERE step % 10 = 0 AND name IN ('loss', 'mlm_loss', 'cka_loss', 'trainable_share')) ON name USING first(value) ORDER BY checkpoint, step"
+	cat $(DATA)/runs/*/eval/report.md
 
 test: venv
 	$(VENV)/bin/ruff check .
@@ -34,6 +36,14 @@ sample: venv
 
 bench-ingest: venv
 	$(PY) benchmarks/ingest.py $(FILE)
+
+# a Prefect server on 127.0.0.1:$(PREFECT_PORT) (default 4200), the process pool, the deployments and a
+# worker, in the background; state, logs and pid files under $(PREFECT_HOME) (default ./.prefect)
+serve: venv
+	PREFECT="$(CURDIR)/$(VENV)/bin/prefect" deploy/serve.sh start
+
+stop:
+	deploy/serve.sh stop
 
 clean:
 	rm -rf $(VENV) data/demo

@@ -55,7 +55,11 @@ def _setup_logging() -> None:
 def run(
     data_root: DataRoot = Path("data"), run: RunName = None, config: ConfigOpt = "sample", set_: SetOpt = None
 ) -> None:
-    """Run the whole `trelm` flow in-process (ephemeral Prefect)."""
+    """Run the whole `trelm` flow in-process (ephemeral Prefect).
+
+    A dump already processed with the same config ends at once ("nothing new");
+    `--set orchestration.force=true` runs it again, `--set orchestration.run_until=link` stops early.
+    """
     cfg = _config(config, set_, data_root, run)
     from flows.pipeline import trelm
 
@@ -167,6 +171,88 @@ def select_cmd(
     typer.echo(
         json.dumps({"rows": manifest["rows"], "stats": manifest["stats"], **manifest["select"]}, indent=2)
     )
+
+
+@app.command()
+def pretrain(
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+    ranks: Annotated[
+        int | None, typer.Option(help="Local ranks (>1 starts them with the deepspeed launcher).")
+    ] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="trelm, mlm_only, no_injection, no_memory or no_routing.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Step budget (optimizer steps).")] = None,
+) -> None:
+    """Pre-train on the run's `instances` with DeepSpeed; resumes from the latest checkpoint."""
+    from storage import layout
+    from storage.shards import IncompleteDatasetError
+    from trelm.launch import pretrain as run_pretrain
+
+    _setup_logging()
+    cfg = _config(config, set_, data_root, run, pretrain={"variant": variant})
+    train = cfg.pretrain.train.model_copy(
+        update={k: v for k, v in {"ranks": ranks, "max_steps": max_steps}.items() if v is not None}
+    )
+    try:
+        run_dir = layout.resolve_run(cfg.data_root, cfg.run)
+        runs = [p.model_copy(update={"train": train}) for p in cfg.pretrain.runs()]
+        results = [run_pretrain(p, run_dir, cfg.progress) for p in runs]
+    except (FileNotFoundError, IncompleteDatasetError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(results, indent=2))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(help="HF folder, hub id, `minilm` or a run checkpoint name (repeatable)."),
+    ] = None,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=PATH, e.g. lama-trex=LAMA/data (repeatable); default: the config's."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+) -> None:
+    """Evaluate checkpoints (LAMA, KG probe, Open Entity, TACRED, GLUE); without --checkpoint, the run's
+    checkpoints, with the report written to {run}/eval/ and the `eval_results` dataset."""
+    from storage import layout
+    from trelm.evaluate.runner import evaluate_run, parse_tasks
+
+    _setup_logging()
+    cfg = _config(config, set_, data_root, run)
+    try:
+        tasks = parse_tasks(task) if task else cfg.evaluate.tasks
+        run_dir = _evaluated_run(layout, cfg, required=not checkpoint)
+        settings = cfg.evaluate.model_copy(update={"tasks": tasks})
+        results, report = evaluate_run(settings, run_dir, checkpoint, write=not checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        payload = results[0] if checkpoint and len(results) == 1 else {"checkpoints": results}
+        typer.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        from trelm.evaluate.report import markdown
+
+        typer.echo(report.read_text() if report else markdown(results, "evaluation"))
+
+
+def _evaluated_run(layout, cfg, required: bool):
+    """The run folder (for the KG probe and run checkpoints); optional when checkpoints are given."""
+    try:
+        return layout.resolve_run(cfg.data_root, cfg.run)
+    except FileNotFoundError:
+        if required:
+            raise
+        return None
 
 
 def _downloaded_run_config(cfg, layout):

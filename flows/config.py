@@ -10,13 +10,16 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flows.ops import OrchestrationConfig
 from preprocessing.download import DownloadConfig
 from preprocessing.ingest import IngestConfig
 from preprocessing.kg import KGConfig
 from preprocessing.link import LinkConfig
 from preprocessing.select import SelectConfig
+from trelm.config import PretrainConfig
+from trelm.evaluate.config import EvaluateConfig
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 # the bundled sample lives beside the packages in a source checkout; TRELM_SAMPLE_DIR points elsewhere
@@ -47,6 +50,29 @@ class PipelineConfig(BaseModel):
     select: SelectConfig = Field(
         default_factory=SelectConfig, description="`select` stage: important entities and training instances."
     )
+    pretrain: PretrainConfig = Field(
+        default_factory=PretrainConfig, description="`pretrain` stage: TRELM with DeepSpeed (KMB, CKA, DKR)."
+    )
+    evaluate: EvaluateConfig = Field(
+        default_factory=EvaluateConfig,
+        description="`evaluate` stage: LAMA, KG probe, Open Entity, TACRED, GLUE over the run's checkpoints.",
+    )
+    orchestration: OrchestrationConfig = Field(
+        default_factory=OrchestrationConfig,
+        description="How the `trelm` flow runs: last stage, task runner, run-folder lock, re-runs.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_settings(cls, data: object) -> object:
+        link = data.get("link") if isinstance(data, dict) else None
+        moved = sorted({"task_runner", "dask_address"} & set(link or {}))
+        if moved:
+            raise ValueError(
+                f"link.{moved[0]} moved to the `orchestration` section: set orchestration.task_runner "
+                "(threads | processes | dask-local | dask-address | ray-address) and orchestration.address"
+            )
+        return data
 
 
 def preset_names() -> list[str]:

@@ -1,37 +1,51 @@
-"""Prefect flows: the parent flow `trelm` and its stage subflows (`download`, `ingest`).
+"""Prefect flows: the parent flow `trelm` and its stage subflows (download, ingest, link, select here;
+pretrain and evaluate in flows/pretrain.py and flows/evaluate.py).
 
 Thin wrappers: each stage is a task around the shared stage call in `flows.stages`. Caching works
-across runs: a task's cache key is its config section plus what it reads (dump date, input
-identity, code version) and its result is persisted under the data root; a task whose output is
-not complete on disk refreshes its cache entry, so deleting an output re-runs the stage instead
-of returning a result that points at nothing. Inside a stage, parts resume one by one (storage.shards).
+across runs: a task's cache key is its config section plus what it reads (dump date, its inputs'
+manifest fingerprints, code version) and its result is persisted under the data root; a task whose
+output is not complete on disk refreshes its cache entry, so deleting an output re-runs the stage
+instead of returning a result that points at nothing. Inside a stage, parts resume one by one
+(storage.shards), so a killed worker's re-run redoes only unfinished parts.
+
+The parent flow resolves the dump date, takes the run folder's lock and ends at once ("nothing
+new") when the folder's completion record says this dump was processed with the same config
+(`flows.ops`); otherwise it runs the stages of `_stage_flows` up to `orchestration.run_until`,
+publishes a table artifact per stage and a run summary (`flows.report`), and writes the record last.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect.utilities.annotations import unmapped
 
-from flows import stages
+from flows import ops, report, stages
 from flows.config import PipelineConfig, load_config, save_config
+from flows.evaluate import evaluate_flow
+from flows.pretrain import pretrain_flow
 from preprocessing import link as link_stage
 from preprocessing.download import MANIFEST_NAME, DownloadReport
 from preprocessing.select import select_provenance
 from storage import layout
-from storage.schemas import INSTANCES, KG_ENTITIES, PAGES
-from storage.shards import PartInfo, Provenance, code_version, is_complete
+from storage.schemas import INSTANCES, KG_ENTITIES, MENTIONS, PAGES
+from storage.shards import PartInfo, Provenance, code_version, dataset_dir, is_complete, read_manifest
 
-_FLOWS_SOURCES = (Path(__file__),)
+_FLOWS_SOURCES = (Path(__file__), Path(stages.__file__))
+DATA_ROOT_ENV = "TRELM_DATA_ROOT"
 
 
-def _results(cfg: PipelineConfig) -> Path:
-    """Persisted task results live with the data they describe (Prefect takes a Path as local storage)."""
-    return (cfg.data_root / ".prefect-results").resolve()
+def _code() -> str:
+    return code_version(_FLOWS_SOURCES)
+
+
+# ----------------------------------------------------------------------------- download
 
 
 def _download_done(cfg: PipelineConfig) -> bool:
@@ -39,15 +53,7 @@ def _download_done(cfg: PipelineConfig) -> bool:
 
 
 def _download_key(_context, parameters) -> str:
-    return stages.stage_key("download", parameters["cfg"].download, code_version(_FLOWS_SOURCES))
-
-
-def _ingest_key(_context, parameters) -> str:
-    cfg: PipelineConfig = parameters["cfg"]
-    inputs = stages.ingest_inputs(cfg, parameters.get("dump")).hashes()
-    return stages.stage_key(
-        "ingest", cfg.ingest, [str(parameters["run_dir"]), inputs, code_version(_FLOWS_SOURCES)]
-    )
+    return stages.stage_key("download", parameters["cfg"].download, _code())
 
 
 @task(name="resolve-date", cache_policy=NONE, retries=3, retry_delay_seconds=10)
@@ -62,23 +68,33 @@ def download_task(cfg: PipelineConfig) -> DownloadReport:
     return stages.download(cfg)
 
 
-@task(name="ingest-pages", cache_key_fn=_ingest_key, persist_result=True)
-def ingest_task(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> dict:
-    return stages.run_ingest(cfg, run_dir, dump)
-
-
 @flow(name="download")
-def download_flow(config: PipelineConfig) -> PipelineConfig:
+def download_flow(config: PipelineConfig) -> dict:
     """Resolve `latest` to a finished dump run and fetch its files, verified."""
     cfg = resolve_date_task(config)
     # a cached result is only trusted while its output is on disk: otherwise run and re-cache
-    report = download_task.with_options(result_storage=_results(cfg), refresh_cache=not _download_done(cfg))(
-        cfg
+    task_call = download_task.with_options(
+        result_storage=stages.results_dir(cfg), refresh_cache=not _download_done(cfg)
     )
+    fetched = task_call(cfg)
     get_run_logger().info(
-        "dump %s/%s: %d files in %s", cfg.download.wiki, report.date, len(report.files), report.directory
+        "dump %s/%s: %d files in %s", cfg.download.wiki, fetched.date, len(fetched.files), fetched.directory
     )
-    return cfg
+    return stages.download_summary(fetched)
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+def _ingest_key(_context, parameters) -> str:
+    cfg: PipelineConfig = parameters["cfg"]
+    inputs = stages.ingest_inputs(cfg, parameters.get("dump")).hashes()
+    return stages.stage_key("ingest", cfg.ingest, [str(parameters["run_dir"]), inputs, _code()])
+
+
+@task(name="ingest-pages", cache_key_fn=_ingest_key, persist_result=True)
+def ingest_task(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> dict:
+    return stages.run_ingest(cfg, run_dir, dump)
 
 
 @flow(name="ingest")
@@ -86,20 +102,30 @@ def ingest_flow(config: PipelineConfig, dump: Path | None = None) -> dict:
     """Extract `pages` and `redirects` shards from the downloaded run (or a local file)."""
     run_dir = stages.run_dir_for(config, dump)
     fresh = not is_complete(run_dir, PAGES)
-    manifest = ingest_task.with_options(result_storage=_results(config), refresh_cache=fresh)(
-        config, run_dir, dump
-    )
-    create_markdown_artifact(
-        key="ingest-stats",
-        markdown=_stats_markdown("ingest", run_dir, manifest),
-        description="Rows and per-reason counts of the ingest stage.",
-    )
-    return manifest
+    task = ingest_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh)
+    return task(config, run_dir, dump)
+
+
+# ----------------------------------------------------------------------------- link
 
 
 def _kg_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
-    return stages.stage_key("kg", cfg.kg, [str(parameters["run_dir"]), code_version(_FLOWS_SOURCES)])
+    return stages.stage_key("kg", cfg.kg, [str(parameters["run_dir"]), _code()])
+
+
+def _dictionary_key(_context, parameters) -> str:
+    cfg: PipelineConfig = parameters["cfg"]
+    run_dir = parameters["run_dir"]
+    kg = read_manifest(run_dir, KG_ENTITIES)["fingerprint"] if is_complete(run_dir, KG_ENTITIES) else None
+    pages = read_manifest(run_dir, PAGES)["fingerprint"]
+    return stages.stage_key("link-prepare", cfg.link, [str(run_dir), pages, kg, _code()])
+
+
+def _link_part_key(_context, parameters) -> str:
+    # the provenance holds the linker config, the pages, dictionary and KG fingerprints, the code
+    provenance: Provenance = parameters["provenance"]
+    return stages.stage_key("link-part", provenance.fingerprint, [parameters["part"].name, _code()])
 
 
 @task(name="load-kg", cache_key_fn=_kg_key, persist_result=True)
@@ -107,30 +133,22 @@ def kg_task(cfg: PipelineConfig, run_dir: Path) -> dict | None:
     return stages.run_kg(cfg, run_dir)
 
 
-@task(name="build-dictionary", cache_policy=NONE)
+@task(name="build-dictionary", cache_key_fn=_dictionary_key, persist_result=True)
 def dictionary_task(cfg: PipelineConfig, run_dir: Path) -> Provenance:
     """The anchor dictionary (skipped inside when complete for the same pages) and the mentions provenance."""
     return link_stage.prepare(cfg.link, run_dir, progress=False)
 
 
-@task(name="link-part", cache_policy=NONE, retries=1)
+@task(name="link-part", cache_key_fn=_link_part_key, persist_result=True, retries=1)
 def link_part_task(cfg: PipelineConfig, run_dir: Path, part: Path, provenance: Provenance) -> PartInfo:
     """One pages part -> its mentions part; a part already done for the same provenance is kept."""
-    if cfg.link.task_runner == "threads":
+    if cfg.orchestration.task_runner == "threads":
         return link_stage.link_part_in_pool(cfg.link, run_dir, part, provenance)
     return link_stage.link_part(cfg.link, run_dir, part, provenance)
 
 
-def _task_runner(cfg: PipelineConfig):
-    if cfg.link.task_runner == "dask":
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError as exc:
-            raise ImportError("link.task_runner: dask needs `pip install 'trelm-pipeline[dask]'`") from exc
-        return DaskTaskRunner(address=cfg.link.dask_address)
-    if cfg.link.task_runner == "processes":
-        return ProcessPoolTaskRunner(max_workers=cfg.link.workers)
-    return ThreadPoolTaskRunner(max_workers=cfg.link.workers)
+def _kg_done(cfg: PipelineConfig, run_dir: Path) -> bool:
+    return cfg.kg.path is None or is_complete(run_dir, KG_ENTITIES)
 
 
 @flow(name="link")
@@ -138,28 +156,28 @@ def link_flow(config: PipelineConfig) -> dict:
     """Load the KG, build the anchor dictionary, link every pages part (mapped tasks), write `mentions`."""
     run_dir = stages.run_dir_for(config)
     save_config(config, run_dir / layout.RUN_CONFIG)
-    kg_task.with_options(result_storage=_results(config), refresh_cache=not _kg_done(config, run_dir))(
-        config, run_dir
+    results = stages.results_dir(config)
+    fresh = not is_complete(run_dir, MENTIONS)
+    kg_task.with_options(result_storage=results, refresh_cache=not _kg_done(config, run_dir))(config, run_dir)
+    provenance = dictionary_task.with_options(result_storage=results, refresh_cache=fresh)(config, run_dir)
+    parts = link_stage.pages_parts(run_dir)
+    futures = link_part_task.with_options(result_storage=results, refresh_cache=fresh).map(
+        unmapped(config), unmapped(run_dir), parts, unmapped(provenance)
     )
-    provenance = dictionary_task(config, run_dir)
-    futures = link_part_task.map(
-        unmapped(config), unmapped(run_dir), link_stage.pages_parts(run_dir), unmapped(provenance)
-    )
-    parts = [f.result() for f in futures]
+    done = report.results_with_progress(futures, "link")
     link_stage.shutdown_pool()
-    manifest = link_stage.finalize(config.link, run_dir, provenance, parts)
-    create_markdown_artifact(
-        key="link-stats",
-        markdown=_stats_markdown("link", run_dir, manifest),
-        description="Mentions by source and alignment counts of the link stage.",
-    )
-    return manifest
+    if is_complete(run_dir, MENTIONS, provenance.fingerprint):  # every part came from before: keep it
+        return read_manifest(run_dir, MENTIONS)
+    return link_stage.finalize(config.link, run_dir, provenance, done)
+
+
+# ----------------------------------------------------------------------------- select
 
 
 def _select_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
     fingerprint = select_provenance(cfg.select, parameters["run_dir"]).fingerprint
-    return stages.stage_key("select", cfg.select, [fingerprint, code_version(_FLOWS_SOURCES)])
+    return stages.stage_key("select", cfg.select, [fingerprint, _code()])
 
 
 @task(name="select-instances", cache_key_fn=_select_key, persist_result=True)
@@ -173,50 +191,95 @@ def select_flow(config: PipelineConfig) -> dict:
     """Sequences, SI scores, important entities with their KG triples, `instances` and embeddings."""
     run_dir = stages.run_dir_for(config)
     fresh = not is_complete(run_dir, INSTANCES)
-    manifest = select_task.with_options(result_storage=_results(config), refresh_cache=fresh)(config, run_dir)
-    create_markdown_artifact(
-        key="select-stats",
-        markdown=_stats_markdown("select", run_dir, manifest),
-        description="Selected and dropped entities by reason, SI distribution, long-tail cut-off.",
+    future = select_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh).submit(
+        config, run_dir
     )
-    return manifest
+    # one instances part per pages part: their count on disk is the stage's progress
+    written = report.count_files(dataset_dir(run_dir, INSTANCES), "part-*.parquet")
+    return report.result_with_progress(future, "select", written, len(read_manifest(run_dir, PAGES)["parts"]))
 
 
-def _kg_done(cfg: PipelineConfig, run_dir: Path) -> bool:
-    return cfg.kg.path is None or is_complete(run_dir, KG_ENTITIES)
+# ----------------------------------------------------------------------------- the whole pipeline
+
+
+def _stage_flows(cfg: PipelineConfig) -> tuple:
+    """The stages in order: (name, subflow taking the config and returning a manifest-like dict)."""
+    return (
+        ("download", download_flow),
+        ("ingest", ingest_flow),
+        ("link", link_flow.with_options(task_runner=ops.make_task_runner(cfg.orchestration))),
+        ("select", select_flow),
+        ("pretrain", pretrain_flow),
+        ("evaluate", evaluate_flow),
+    )
+
+
+def flow_config(preset: str, overrides: list[str]) -> PipelineConfig:
+    """The preset with overrides; the data root defaults to $TRELM_DATA_ROOT on the worker, if set."""
+    from_env = [f"data_root={os.environ[DATA_ROOT_ENV]}"] if os.environ.get(DATA_ROOT_ENV) else []
+    return load_config(preset, [*from_env, *overrides])
+
+
+def _run_stages(cfg: PipelineConfig) -> tuple[dict[str, dict], dict[str, float]]:
+    """Every stage up to `run_until`, each timed and published as a table artifact."""
+    results: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
+    rows_in = None
+    for name, stage_flow in _stage_flows(cfg):
+        if not cfg.orchestration.runs(name):
+            break
+        started = time.monotonic()
+        results[name] = stage_flow(cfg)
+        seconds[name] = time.monotonic() - started
+        report.publish_stage(name, results[name], seconds[name], results[name].get("rows_in", rows_in))
+        rows_in = results[name].get("rows")
+    return results, seconds
+
+
+def _nothing_new(run_dir: Path, record: dict) -> State:
+    message = (
+        f"nothing new: {record['wiki']} dump {record['date']} was already processed with this config "
+        f"(completed {record['completed']}); results in {run_dir}"
+    )
+    get_run_logger().info(message)
+    report.publish_summary(f"## Nothing new\n\n{message}\n")
+    return Completed(name="NothingNew", message=message, data={"run_dir": str(run_dir), "nothing_new": True})
+
+
+def _hand_over(cfg: PipelineConfig) -> None:
+    """Start the next deployment on the whole config (its earlier stages are cached); do not wait."""
+    from prefect.deployments import run_deployment
+
+    rest = cfg.orchestration.model_copy(update={"run_until": ops.STAGES[-1], "then_deployment": None})
+    parameters = {"config": cfg.model_copy(update={"orchestration": rest}).model_dump(mode="json")}
+    started = run_deployment(cfg.orchestration.then_deployment, parameters=parameters, timeout=0)
+    get_run_logger().info("handed over to %s: flow run %s", cfg.orchestration.then_deployment, started.id)
 
 
 @flow(name="trelm", log_prints=True)
 def trelm(
     preset: str = "sample", overrides: list[str] | None = None, config: PipelineConfig | None = None
 ) -> dict:
-    """The whole pipeline, stage by stage. Later stages (link, select, pretrain, evaluate) join here.
+    """The whole pipeline, stage by stage, on the newest finished dump (or the pinned date).
 
     `config` wins when given (the CLI passes its resolved config); otherwise the preset (`sample` or
     `enwiki`, or a YAML path) with `key=value` overrides, e.g. `-p preset=enwiki` on a deployment run.
+    A dump already processed with the same config ends the run at once in the `NothingNew` state.
     """
-    config = config or load_config(preset, overrides or [])
-    resolved = download_flow(config)
-    pages = ingest_flow(resolved)
-    linked = link_flow.with_options(task_runner=_task_runner(resolved))(resolved)
-    selected = select_flow(resolved)
+    cfg = resolve_date_task(config or flow_config(preset, overrides or []))
+    run_dir = stages.run_dir_for(cfg)
+    with ops.run_lock(run_dir, cfg.orchestration.lock_timeout_s, ops.lock_holder(flow_run.get_id())):
+        record = None if cfg.orchestration.force else ops.completed_run(run_dir, cfg)
+        if record is not None:
+            return _nothing_new(run_dir, record)
+        ops.clear_completion(run_dir)
+        results, seconds = _run_stages(cfg)
+        ops.write_completion(run_dir, cfg, results)
+    report.publish_summary(report.run_summary(run_dir, cfg.data_root, seconds, results))
+    if cfg.orchestration.then_deployment:
+        _hand_over(cfg)
     return {
-        "run_dir": str(stages.run_dir_for(resolved)),
-        "pages": pages["rows"],
-        "stats": pages["stats"],
-        "mentions": linked["stats"],
-        "instances": selected["stats"],
+        "run_dir": str(run_dir),
+        "date": cfg.download.date,
+        "stages": {name: {"rows": r.get("rows"), "stats": r.get("stats", {})} for name, r in results.items()},
     }
-
-
-def _stats_markdown(stage: str, run_dir: Path, manifest: dict) -> str:
-    lines = [
-        f"### {stage}: `{run_dir}`",
-        "",
-        f"{manifest['rows']} pages in {len(manifest['parts'])} parts",
-        "",
-        "| stat | count |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v} |" for k, v in manifest["stats"].items()]
-    return "\n".join(lines)

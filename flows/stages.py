@@ -14,6 +14,8 @@ from preprocessing.select import select
 from storage import layout
 from storage.shards import stable_hash
 
+_FILE_STATUSES = ("fetched", "resumed", "skipped")
+
 
 def resolved(cfg: PipelineConfig) -> PipelineConfig:
     """The config with `download.date: latest` replaced by the run date it means today."""
@@ -33,6 +35,15 @@ def download(cfg: PipelineConfig) -> DownloadReport:
     return download_run(cfg.download, cfg.data_root / "dumps", progress=cfg.progress)
 
 
+def download_summary(report: DownloadReport) -> dict:
+    """The download as a manifest-like dict (rows: files), like every other stage returns."""
+    stats = {f"files_{status}": sum(f.status == status for f in report.files) for status in _FILE_STATUSES}
+    stats["bytes"] = sum(f.bytes for f in report.files)
+    stats["bytes_transferred"] = report.bytes_transferred
+    directory = str(report.directory)
+    return {"rows": len(report.files), "date": report.date, "directory": directory, "stats": stats}
+
+
 def ingest_inputs(cfg: PipelineConfig, dump: Path | None) -> IngestInputs:
     if dump is not None:
         return inputs_for_file(Path(dump))
@@ -42,7 +53,15 @@ def ingest_inputs(cfg: PipelineConfig, dump: Path | None) -> IngestInputs:
 def run_ingest(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> dict:
     """Ingest into `run_dir`, saving the resolved config beside the outputs first."""
     save_config(cfg, run_dir / layout.RUN_CONFIG)
-    return ingest(cfg.ingest, ingest_inputs(cfg, dump), run_dir, progress=cfg.progress)
+    manifest = ingest(cfg.ingest, ingest_inputs(cfg, dump), run_dir, progress=cfg.progress)
+    # pages read from the dump: the articles kept, the redirects, and every page skipped by reason
+    dropped = sum(v for k, v in manifest["stats"].items() if k.startswith("skipped"))
+    return {**manifest, "rows_in": manifest["rows"] + manifest["stats"].get("redirects", 0) + dropped}
+
+
+def results_dir(cfg: PipelineConfig) -> Path:
+    """Persisted task results live with the data they describe (Prefect takes a Path as local storage)."""
+    return (cfg.data_root / ".prefect-results").resolve()
 
 
 def stage_key(stage: str, section: object, inputs: object) -> str:

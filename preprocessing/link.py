@@ -68,14 +68,6 @@ class LinkConfig(BaseModel):
     )
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="Linking processes.")
     tagme: TagmeConfig = Field(default_factory=TagmeConfig, description="Local TAGME parameters.")
-    task_runner: Literal["threads", "processes", "dask"] = Field(
-        "threads",
-        description="Prefect task runner of the per-part tasks. With `threads` the CPU work runs in "
-        "`workers` processes; `processes` and `dask` run it in the runner's own processes.",
-    )
-    dask_address: str | None = Field(
-        None, description="Scheduler address of a Dask cluster (task_runner: dask)."
-    )
     remote: RemoteTagmeConfig = Field(
         default_factory=RemoteTagmeConfig, description="The TAGME web API (linker: remote)."
     )

@@ -1,4 +1,5 @@
-"""The `trelm` flow on a temporary Prefect API: stage subflows, caching across runs, invalidation."""
+"""The `trelm` flow on a temporary Prefect API: every stage cached across runs, a changed stage config
+re-running that stage only, a deleted output re-running its stage, the artifacts of a run."""
 
 import shutil
 from pathlib import Path
@@ -6,14 +7,30 @@ from pathlib import Path
 import pytest
 from mirror_server import serve_mirror
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.config import load_config
 from flows.pipeline import trelm
-from storage.schemas import PAGES
+from storage.schemas import INSTANCES, MENTIONS, PAGES
 from storage.shards import MANIFEST, dataset_dir
 
 SAMPLE_MIRROR = Path(__file__).resolve().parents[1] / "sample" / "mirror"
+STAGE_TASKS = (
+    "download-files",
+    "ingest-pages",
+    "load-kg",
+    "build-dictionary",
+    "link-part",
+    "select-instances",
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,50 +39,126 @@ def prefect_api():
         yield
 
 
-def _latest_states(names: list[str]) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 BERT with random weights and MiniLM's tokenizer, saved as an encoder folder:
+    the test is about orchestration, so SI scoring only has to run, not to be meaningful."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from preprocessing.sequences import load_tokenizer
+
+    tokenizer = load_tokenizer("minilm")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _flow_run_ids(state) -> list:
+    parent = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        runs = sorted(client.read_task_runs(), key=lambda r: r.expected_start_time or r.created)
-    states = {}
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+        )
+    return [parent, *(c.id for c in children)]
+
+
+def _task_states(state) -> dict[str, set[str]]:
+    """Task name (without Prefect's suffix) -> states of its runs in this flow run and its subflows."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=_flow_run_ids(state)))
+        )
+    states: dict[str, set[str]] = {}
     for run in runs:
-        for name in names:
-            if run.name.startswith(name):
-                states[name] = run.state.name
+        states.setdefault(run.name.rsplit("-", 1)[0], set()).add(run.state.name)
     return states
 
 
-def test_flow_runs_caches_and_reruns_what_was_deleted(prefect_api, tmp_path):
+def _artifact_keys(state) -> set[str]:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=_flow_run_ids(state)))
+        )
+    return {a.key for a in artifacts}
+
+
+def _mtime(run_dir: Path, dataset) -> int:
+    return (dataset_dir(run_dir, dataset) / MANIFEST).stat().st_mtime_ns
+
+
+def _file_requests(mirror) -> int:
+    return len([r for r in mirror.requests if r.path.endswith((".bz2", ".gz"))])
+
+
+def test_stages_cache_and_rerun_from_the_changed_stage(prefect_api, tiny_encoder, tmp_path):
     root = tmp_path / "mirror"
     shutil.copytree(SAMPLE_MIRROR, root)
     with serve_mirror(root) as mirror:
-        cfg = load_config(
-            "sample",
-            [
-                f"download.mirror={mirror.url}",
-                f"data_root={tmp_path / 'data'}",
-                "progress=false",
-                "ingest.workers=1",
-            ],
-        )
-        first = trelm(config=cfg)
-        assert first["pages"] >= 60
-        assert first["mentions"]["mentions_tagme"] > 0 and first["mentions"]["mentions_anchor"] > 0
-        assert first["instances"]["selected"] > 0
+        overrides = [f"download.mirror={mirror.url}", f"data_root={tmp_path / 'data'}", "progress=false"]
+        # select included, with a tiny encoder and fewer TransE epochs: the test is about orchestration
+        overrides += ["ingest.workers=1", f"select.si.encoder={tiny_encoder}", "select.kge.epochs=5"]
+        overrides += ["orchestration.run_until=select"]
+        cfg = load_config("sample", overrides)
+        first_state = trelm(config=cfg, return_state=True)
+        first = first_state.result()
+        stages = first["stages"]
+        assert stages["ingest"]["rows"] >= 60 and stages["link"]["stats"]["mentions_tagme"] > 0
+        assert stages["select"]["stats"]["selected"] > 0
+        assert set(stages) == {"download", "ingest", "link", "select"}
+        assert {
+            "download-stage",
+            "ingest-stage",
+            "link-stage",
+            "select-stage",
+            "trelm-run",
+        } <= _artifact_keys(first_state)
+        assert {"link-progress", "select-progress"} <= _artifact_keys(first_state)
         run_dir = Path(first["run_dir"])
-        manifest = dataset_dir(run_dir, PAGES) / MANIFEST
-        stamp = manifest.stat().st_mtime_ns
-        file_requests = len([r for r in mirror.requests if ".bz2" in r.path or ".gz" in r.path])
+        stamps = {d.name: _mtime(run_dir, d) for d in (PAGES, MENTIONS, INSTANCES)}
+        fetched = _file_requests(mirror)
 
-        again = trelm(config=cfg)
-        assert again == first
-        assert _latest_states(["download-files", "ingest-pages", "select-instances"]) == {
-            "download-files": "Cached",
-            "ingest-pages": "Cached",
-            "select-instances": "Cached",
+        forced = cfg.model_copy(
+            update={"orchestration": cfg.orchestration.model_copy(update={"force": True})}
+        )
+        again = trelm(config=forced, return_state=True)
+        assert again.result()["stages"] == stages
+        states = _task_states(again)
+        assert {name: states[name] for name in STAGE_TASKS} == {name: {"Cached"} for name in STAGE_TASKS}
+        assert {d.name: _mtime(run_dir, d) for d in (PAGES, MENTIONS, INSTANCES)} == stamps
+        assert _file_requests(mirror) == fetched
+
+        # one select option changed: everything before select is cached, select runs
+        top_k = cfg.select.si_top_k + 1
+        select = cfg.select.model_copy(update={"si_top_k": top_k})
+        changed = trelm(config=cfg.model_copy(update={"select": select}), return_state=True)
+        states = _task_states(changed)
+        assert {name: states[name] for name in STAGE_TASKS[:-1]} == {
+            name: {"Cached"} for name in STAGE_TASKS[:-1]
         }
-        assert manifest.stat().st_mtime_ns == stamp  # the stage did not run
-        assert len([r for r in mirror.requests if ".bz2" in r.path or ".gz" in r.path]) == file_requests
+        assert states["select-instances"] == {"Completed"}
+        assert (
+            _mtime(run_dir, MENTIONS) == stamps["mentions"]
+            and _mtime(run_dir, INSTANCES) != stamps["instances"]
+        )
+        assert (
+            changed.result()["stages"]["select"]["stats"]["selected"] >= stages["select"]["stats"]["selected"]
+        )
 
-        manifest.unlink()  # an output deleted by hand: its cache entry must not be trusted
-        trelm(config=cfg)
-        assert _latest_states(["ingest-pages"]) == {"ingest-pages": "Completed"}
-        assert manifest.exists()
+        # an output deleted by hand: its cache entry is not trusted
+        (dataset_dir(run_dir, PAGES) / MANIFEST).unlink()
+        until_ingest = forced.orchestration.model_copy(update={"run_until": "ingest"})
+        rerun = trelm(config=forced.model_copy(update={"orchestration": until_ingest}), return_state=True)
+        assert _task_states(rerun)["ingest-pages"] == {"Completed"}
+        assert (dataset_dir(run_dir, PAGES) / MANIFEST).exists()

@@ -1,0 +1,204 @@
+"""Running the pipeline as a service: which stages, on which task runner, one run per folder, done once.
+
+- **Stages and runner** (`orchestration:` in the config): `run_until` stops the parent flow after a
+  stage (a deployment can run up to `link` on CPU nodes and leave the rest to a GPU deployment, and
+  tests can stop before slow stages); `task_runner` picks where the per-part tasks run: threads (the
+  default), a local Dask cluster, a Dask scheduler address or a Ray address. Dask and Ray are
+  optional extras, imported only when chosen.
+- **Run lock.** A run of the `trelm` flow holds an exclusive OS file lock (`filelock`, i.e.
+  `flock`) on `{run_dir}/.run.lock` while it works on the folder. The kernel drops it when the
+  holder dies, so a killed worker never leaves a stale lock behind; `.run-holder.json` beside it
+  names the holder (host, pid, flow run) for the message the second run gets when it gives up.
+- **Completion record.** `_run_complete.json`, written last in the run folder, holds the dump date,
+  the hash of every setting that changes an output (`outputs_hash`) and each stage's stats. A
+  scheduled run whose newest finished dump has a record with the same hash ends at once ("nothing
+  new"); a new dump date gets its own run folder, so earlier runs stay untouched.
+
+This module is imported by `flows.config` (it holds a config class), so it imports no Prefect,
+Dask or Ray at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.shards import atomic_write_bytes, stable_hash
+
+STAGES = ("download", "ingest", "link", "select", "pretrain", "evaluate")
+RECORD_NAME = "_run_complete.json"
+LOCK_NAME = ".run.lock"
+HOLDER_NAME = ".run-holder.json"
+# settings that change where or how a run works, never what it writes: left out of `outputs_hash`
+_RUNTIME_FIELDS = {"preset", "data_root", "run", "progress", "orchestration"}
+_DOWNLOAD_OUTPUT_FIELDS = {"wiki", "layout"}  # mirror, politeness and retries do not change the bytes
+
+Stage = Literal["download", "ingest", "link", "select", "pretrain", "evaluate"]
+RunnerKind = Literal["threads", "processes", "dask-local", "dask-address", "ray-address"]
+
+
+class OrchestrationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_until: Stage = Field(
+        "evaluate", description="The last stage the `trelm` flow runs; later stages are left out."
+    )
+    task_runner: RunnerKind = Field(
+        "threads",
+        description="Where per-part tasks run: `threads` (the CPU work goes to each stage's own worker "
+        "processes), `processes`, `dask-local` (a local Dask cluster), `dask-address` or `ray-address` "
+        "(an existing cluster at `address`).",
+    )
+    address: str | None = Field(
+        None,
+        description="Dask scheduler (tcp://host:8786) or Ray (ray://host:10001) address, for the "
+        "`*-address` task runners.",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Threads, processes or local Dask workers; default: the CPU count."
+    )
+    lock_timeout_s: float = Field(
+        60.0,
+        ge=-1,
+        description="How long a run waits for another run holding the same run folder: 0 fails at once, "
+        "-1 waits for ever.",
+    )
+    then_deployment: str | None = Field(
+        None,
+        description="A deployment (`trelm/gpu-stages-k8s`) started with this config, every stage included, "
+        "once the run has finished the stages up to `run_until`: how a CPU job hands the GPU stages on.",
+    )
+    force: bool = Field(
+        False,
+        description="Run the stages even when this dump was already processed with the same config "
+        "(each stage still takes its cached result).",
+    )
+
+    def runs(self, stage: str) -> bool:
+        """Whether `stage` is at or before `run_until`."""
+        return STAGES.index(stage) <= STAGES.index(self.run_until)
+
+
+# ----------------------------------------------------------------------------- task runners
+
+
+def _extra_missing(kind: str, extra: str, exc: ImportError) -> ImportError:
+    return ImportError(
+        f"orchestration.task_runner={kind} needs the `{extra}` extra: pip install 'trelm-pipeline[{extra}]' "
+        f"({exc})"
+    )
+
+
+def make_task_runner(cfg: OrchestrationConfig):
+    """The Prefect task runner that `cfg` names; a clear ImportError when its extra is missing."""
+    if cfg.task_runner.endswith("-address") and not cfg.address:
+        raise ValueError(f"orchestration.task_runner={cfg.task_runner} needs orchestration.address")
+    if cfg.task_runner.startswith("dask"):
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:
+            raise _extra_missing(cfg.task_runner, "dask", exc) from exc
+        if cfg.task_runner == "dask-address":
+            return DaskTaskRunner(address=cfg.address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers or os.cpu_count() or 1})
+    if cfg.task_runner == "ray-address":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError as exc:
+            raise _extra_missing(cfg.task_runner, "ray", exc) from exc
+        return RayTaskRunner(address=cfg.address)
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    runner = ProcessPoolTaskRunner if cfg.task_runner == "processes" else ThreadPoolTaskRunner
+    return runner(max_workers=cfg.workers)
+
+
+# ----------------------------------------------------------------------------- the run lock
+
+
+class RunLockedError(RuntimeError):
+    """Another run holds the run folder."""
+
+
+def _holder_text(run_dir: Path) -> str:
+    try:
+        holder = json.loads((run_dir / HOLDER_NAME).read_text())
+    except (OSError, ValueError):
+        return "an unknown holder"
+    return ", ".join(f"{k} {v}" for k, v in holder.items())
+
+
+def lock_holder(flow_run: str | None = None) -> dict:
+    """Who this process is, for the holder file."""
+    holder = {"host": socket.gethostname(), "pid": os.getpid()}
+    if flow_run:
+        holder["flow_run"] = flow_run
+    return {**holder, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+@contextmanager
+def run_lock(run_dir: Path, timeout_s: float, holder: dict) -> Iterator[None]:
+    """Hold the run folder exclusively; wait up to `timeout_s` (-1: for ever) for another holder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / LOCK_NAME, timeout=timeout_s, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLockedError(
+            f"run folder {run_dir} is in use by another run ({_holder_text(run_dir)}); waited "
+            f"{timeout_s:g}s (orchestration.lock_timeout_s). Wait for it to finish, or cancel it."
+        ) from None
+    try:
+        atomic_write_bytes(run_dir / HOLDER_NAME, json.dumps(holder).encode())
+        yield
+    finally:
+        (run_dir / HOLDER_NAME).unlink(missing_ok=True)
+        lock.release()
+
+
+# ----------------------------------------------------------------------------- the completion record
+
+
+def outputs_hash(cfg: BaseModel) -> str:
+    """Hash of every setting that changes what the run writes (and of how far it runs)."""
+    data = cfg.model_dump(mode="json", exclude=_RUNTIME_FIELDS)
+    data["download"] = {k: v for k, v in data["download"].items() if k in _DOWNLOAD_OUTPUT_FIELDS}
+    return stable_hash([data, cfg.orchestration.run_until])
+
+
+def completed_run(run_dir: Path, cfg: BaseModel) -> dict | None:
+    """The run folder's completion record if it was written for the same dump and config, else None."""
+    try:
+        record = json.loads((run_dir / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    same = record.get("date") == cfg.download.date and record.get("config_hash") == outputs_hash(cfg)
+    return record if same else None
+
+
+def clear_completion(run_dir: Path) -> None:
+    """Taken back when stages start: outputs being rewritten are not what the old record describes."""
+    (run_dir / RECORD_NAME).unlink(missing_ok=True)
+
+
+def write_completion(run_dir: Path, cfg: BaseModel, stages: dict[str, dict]) -> dict:
+    """The completion record, written last (atomically) once every stage up to `run_until` is done."""
+    record = {
+        "wiki": cfg.download.wiki,
+        "date": cfg.download.date,
+        "config_hash": outputs_hash(cfg),
+        "run_until": cfg.orchestration.run_until,
+        "stages": {name: result.get("stats", {}) for name, result in stages.items()},
+        "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_bytes(run_dir / RECORD_NAME, json.dumps(record, indent=2).encode())
+    return record
