@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -166,3 +167,29 @@ def test_every_variant_trains_with_dropout_on(world, tmp_path):
     cfg = _config(backbone).model_copy(update={"variant": "mlm_only"}).effective()
     parts = ModelParts(cfg, copy_run(source, tmp_path / "run"), torch.device("cpu"), torch.Generator())
     assert all(module.training for module in parts.model.modules())
+
+
+def test_pretrain_flow_is_cached_and_resumes_when_its_export_is_gone(world, tmp_path):
+    """Second run: the task is Cached and nothing is rewritten. Export deleted: the cache refreshes and the
+    trainer resumes from `latest` (at the step budget already), re-exporting without training again."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.config import load_config
+    from flows.pretrain import pretrain_flow
+
+    backbone, source = world
+    run_dir = copy_run(source, tmp_path / "data" / "runs" / "fixture")
+    pretrain = _config(backbone, ranks=2, max_steps=2, save_every=2, master_port=29651)
+    cfg = load_config("sample", ["progress=false"]).model_copy(
+        update={"data_root": tmp_path / "data", "run": "fixture", "pretrain": pretrain}
+    )
+    export = run_dir / "checkpoints" / "trelm" / "hf" / "model.safetensors"
+    with prefect_test_harness(server_startup_timeout=120):
+        first = pretrain_flow(cfg)
+        trained_at = export.stat().st_mtime_ns
+        again = pretrain_flow(cfg, return_state=True)
+        assert again.is_completed() and export.stat().st_mtime_ns == trained_at
+        shutil.rmtree(export.parent)
+        resumed = pretrain_flow(cfg)
+    assert first["stats"] == resumed["stats"] == {"trelm": 2}
+    assert export.exists() and sorted(_losses(run_dir)) == [1, 2]
