@@ -49,6 +49,7 @@ from storage.shards import (
     read_part_info,
     stable_hash,
 )
+from storage.tokens import in_text_ids
 
 SELECT_DIR = "select"  # run-folder subfolder for the plot and the cut-offs (besides the datasets)
 
@@ -109,9 +110,11 @@ def _files(run_dir: Path, dataset) -> str:
 
 _FREQ_SQL = """SELECT m.kg_id, count(*) AS n FROM read_parquet({mentions}) AS x, unnest(x.mentions) AS t(m)
                WHERE m.kg_id IS NOT NULL GROUP BY 1"""
-# the best-known fact of an entity: its triple (as head) whose tail has the highest degree
-_BEST_TRIPLE_SQL = """SELECT t.head, arg_max(t.rel, e.degree * 1000000 - t.rel) AS rel,
-                             arg_max(t.tail, e.degree * 1000000 - t.rel) AS tail
+# the best-known fact of an entity: its triple (as head) whose tail has the highest degree, ties to the
+# lowest relation id, then the lowest tail id. An ordered aggregate, not a packed sort key: hub tails of
+# Wikidata5M close hundreds of thousands of triples, and `degree * 10**6` overflows INT32 from 2,148 on.
+_BEST_TRIPLE_SQL = """SELECT t.head, first(t.rel ORDER BY e.degree DESC, t.rel, t.tail) AS rel,
+                             first(t.tail ORDER BY e.degree DESC, t.rel, t.tail) AS tail
                       FROM read_parquet({triples}) t JOIN read_parquet({entities}) e ON e.kg_id = t.tail
                       GROUP BY t.head"""
 
@@ -138,16 +141,19 @@ def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
     counted = conn.sql(_FREQ_SQL.format(mentions=_files(run_dir, MENTIONS))).fetchnumpy()
     freq = np.zeros(n, np.int64)
     freq[counted["kg_id"].astype(np.int64)] = counted["n"]
-    query = _BEST_TRIPLE_SQL.format(
-        triples=_files(run_dir, KG_TRIPLES), entities=_files(run_dir, KG_ENTITIES)
-    )
-    best = conn.sql(query).fetchnumpy()
+    best = best_triples(conn, run_dir)
     rel, tail = np.full(n, -1, np.int32), np.full(n, -1, np.int32)
     rel[best["head"]], tail[best["head"]] = best["rel"], best["tail"]
     tail_ids = _tail_tokens(conn, run_dir, np.unique(best["tail"]), tokenizer, cfg.max_tail_tokens)
     conn.close()
     cutoff = cfg.long_tail_max_freq or _quantile_cutoff(freq, cfg.long_tail_quantile)
     return Corpus(freq, cutoff, rel, tail, tail_ids)
+
+
+def best_triples(conn, run_dir: Path) -> dict[str, np.ndarray]:
+    """{head, rel, tail}: the chosen triple of every entity that heads one (see _BEST_TRIPLE_SQL)."""
+    files = {"triples": _files(run_dir, KG_TRIPLES), "entities": _files(run_dir, KG_ENTITIES)}
+    return conn.sql(_BEST_TRIPLE_SQL.format(**files)).fetchnumpy()
 
 
 def _quantile_cutoff(freq: np.ndarray, quantile: float) -> int:
@@ -157,13 +163,13 @@ def _quantile_cutoff(freq: np.ndarray, quantile: float) -> int:
 
 
 def _tail_tokens(conn, run_dir: Path, tails: np.ndarray, tokenizer, max_tokens: int) -> dict[int, list[int]]:
-    """Token ids of each tail entity's label: the CKA target."""
+    """Token ids of each tail entity's label as it appears inside text: the CKA target."""
     conn.register("tails", pa.table({"kg_id": pa.array(tails, pa.int32())}))
     entities = _files(run_dir, KG_ENTITIES)
     rows = conn.sql(
         f"SELECT e.kg_id, e.label FROM read_parquet({entities}) e JOIN tails USING (kg_id)"
     ).fetchall()
-    encoded = tokenizer([label for _, label in rows], add_special_tokens=False)["input_ids"] if rows else []
+    encoded = in_text_ids(tokenizer, [label for _, label in rows])  # as the label reads in a sentence
     return {kg_id: ids[:max_tokens] for (kg_id, _), ids in zip(rows, encoded, strict=True)}
 
 
@@ -236,7 +242,7 @@ def _instances(cfg: SelectConfig, corpus: Corpus, sequences: list[tuple], scores
         ]
         rows.append(
             {
-                "seq_id": seq.page_id * 1024 + counters[seq.page_id],
+                "seq_id": sequence_id(seq.page_id, counters[seq.page_id]),
                 "page_id": seq.page_id,
                 "input_ids": seq.input_ids,
                 "entities": entities,
@@ -244,6 +250,18 @@ def _instances(cfg: SelectConfig, corpus: Corpus, sequences: list[tuple], scores
         )
         counters[seq.page_id] += 1
     return pa.Table.from_pylist(rows, schema=INSTANCES.schema)
+
+
+# seq_id = page_id * 2**20 + the sequence's index in its page: unique while a page has under 2**20
+# sequences (134M tokens at 128 a sequence; the longest articles have well under 1M), and enwiki's page
+# ids (~8e7) times 2**20 stay far below int64's 9.2e18
+SEQUENCES_PER_PAGE = 1 << 20
+
+
+def sequence_id(page_id: int, index: int) -> int:
+    if not 0 <= index < SEQUENCES_PER_PAGE:
+        raise ValueError(f"page {page_id}: sequence {index} is past {SEQUENCES_PER_PAGE} sequences per page")
+    return page_id * SEQUENCES_PER_PAGE + index
 
 
 def _entity(m, kg_id: int, si: float, important: bool, corpus: Corpus) -> dict:

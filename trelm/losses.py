@@ -38,6 +38,11 @@ class UnigramSampler:
         self.probs = (weights / weights.sum()).float()
         self.generator = generator
 
+    def new_generator(self, seed: int) -> torch.Generator:
+        """A seeded generator on the device of the probabilities, where `torch.multinomial` needs it
+        (the probabilities stay in host memory when the model moves to a GPU)."""
+        return torch.Generator(device=self.probs.device).manual_seed(seed)
+
     def sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
         """Draws of the given shape (CPU), from `generator` or else the sampler's own."""
         n = int(torch.Size(shape).numel())

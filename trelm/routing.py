@@ -314,9 +314,8 @@ class Router:
 
     # -- attribution -----------------------------------------------------------------------------------------
     def _sampling_generator(self) -> torch.Generator:
-        if self._generator is None:
-            device = next(self.model.parameters()).device
-            self._generator = torch.Generator(device=device).manual_seed(self._seed)
+        if self._generator is None:  # it draws the negatives, so it lives where the sampler draws them
+            self._generator = self.model.sampler.new_generator(self._seed)
         return self._generator
 
     def attribute(self, batch: Any, lam: float) -> list[torch.Tensor]:

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+# LAMA's single-token rule is the shared one: the word as one vocabulary token after a space, or None
+from storage.tokens import in_text_id as object_token_id
+
 MASK_SLOT = "[Y]"
 SUBJECT_SLOT = "[X]"
 
@@ -26,14 +29,6 @@ class Fact:
 
     def sentence(self, mask_token: str) -> str:
         return self.template.replace(SUBJECT_SLOT, self.subject).replace(MASK_SLOT, mask_token)
-
-
-def object_token_id(tokenizer, word: str) -> int | None:
-    """The id of `word` as one vocabulary token after a space, or None (several tokens, or unknown)."""
-    ids = tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
-    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-        return None
-    return ids[0]
 
 
 def read_common_vocab(path, tokenizer) -> set[int]:

@@ -1,0 +1,91 @@
+"""Production-shaped fixtures, made here from the sample (nothing from a hub).
+
+- `byte_bpe_roberta`: RoBERTa's tokenizer family and model class. A byte-level BPE trained with
+  `tokenizers` on the sample's own article text, with RoBERTa's special tokens and post-processor,
+  wrapped as `RobertaTokenizerFast`, beside a random `RobertaForMaskedLM` of 2 layers (hidden 32).
+  Positions are RoBERTa's: `max_position_embeddings` = 512 + padding_idx + 1 = 514.
+- `hub_kg`: the sample's Wikidata5M files with Wikidata5M's shapes added: filler entities first, so
+  that the sample's entities get kg_ids at Wikidata5M's magnitude (the loader numbers entities in file
+  order; by default the real 4,594,485 entities in all), QIDs of nine digits, and hub tails closing at
+  least `hub_degree` triples each ("human" Q5 by `instance of`, "United States" Q30 by `country`), as
+  the most common Wikidata5M tails do.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample"
+WIKIDATA5M_ENTITIES = 4_594_485
+FILLER_QID_BASE = 100_000_000  # nine-digit QIDs, as Wikidata's newest items have
+HUB_TAILS = (("P31", "Q5"), ("P17", "Q30"))  # (relation, tail): instance of human, country United States
+_MARKUP = re.compile(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]|\{\{[^}]*\}\}|'{2,}|<[^>]+>")
+
+
+def sample_texts() -> list[str]:
+    """The sample's articles as plain-ish text (links reduced to their anchors): the tokenizer's corpus."""
+    articles = sorted((SAMPLE / "src" / "articles").glob("*.wiki"))
+    return [_MARKUP.sub(r"\1", path.read_text(encoding="utf-8")) for path in articles]
+
+
+def byte_bpe_tokenizer(folder: Path, vocab_size: int = 4000):
+    """A RobertaTokenizerFast whose byte-level BPE was trained on the sample, saved in `folder`."""
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's order: <pad> is id 1
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(sample_texts(), vocab_size=vocab_size, min_frequency=2, special_tokens=specials)
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe.save(str(folder / "tokenizer.json"))
+    tokenizer = RobertaTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), model_max_length=512)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def byte_bpe_roberta(folder: Path, seed: int = 0) -> Path:
+    """save_pretrained of a random 2-layer RobertaForMaskedLM and the sample-trained byte-level BPE."""
+    import torch
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    tokenizer = byte_bpe_tokenizer(folder)
+    torch.manual_seed(seed)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=514,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        type_vocab_size=1,
+    )
+    RobertaForMaskedLM(config).save_pretrained(folder)
+    return folder
+
+
+def hub_kg(folder: Path, n_entities: int = WIKIDATA5M_ENTITIES, hub_degree: int = 10_000) -> Path:
+    """The sample KG in Wikidata5M's files and shapes (module doc). Returns the folder."""
+    src = SAMPLE / "wikidata5m"
+    sample_entities = (src / "wikidata5m_entity.txt").read_text(encoding="utf-8")
+    n_fillers = n_entities - sample_entities.count("\n")
+    if n_fillers < hub_degree * len(HUB_TAILS):
+        raise ValueError(f"{n_entities} entities leave too few fillers for hubs of degree {hub_degree}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("wikidata5m_relation.txt", "wikidata5m_text.txt"):
+        shutil.copy(src / name, folder / name)
+    with open(folder / "wikidata5m_entity.txt", "w", encoding="utf-8") as out:
+        out.writelines(f"Q{FILLER_QID_BASE + i}\tentity {i}\n" for i in range(n_fillers))
+        out.write(sample_entities)
+    with open(folder / "wikidata5m_all_triplet.txt", "w", encoding="utf-8") as out:
+        out.write((src / "wikidata5m_all_triplet.txt").read_text(encoding="utf-8"))
+        for k, (pid, tail) in enumerate(HUB_TAILS):
+            heads = range(k * hub_degree, (k + 1) * hub_degree)
+            out.writelines(f"Q{FILLER_QID_BASE + i}\t{pid}\t{tail}\n" for i in heads)
+    return folder
