@@ -229,9 +229,9 @@ def model_dims(args) -> tuple[int, int, int]:
     """(parameters, layers, hidden) of the backbone, from its config (embeddings included)."""
     from transformers import AutoConfig
 
-    from trelm.model import backbone_location
+    from storage.tokens import model_location
 
-    c = AutoConfig.from_pretrained(backbone_location(args.backbone))
+    c = AutoConfig.from_pretrained(model_location(args.backbone))
     per_layer = 4 * c.hidden_size**2 + 2 * c.hidden_size * c.intermediate_size
     return c.num_hidden_layers * per_layer + c.vocab_size * c.hidden_size, c.num_hidden_layers, c.hidden_size
 

@@ -18,6 +18,7 @@ from preprocessing.ingest import IngestConfig
 from preprocessing.kg import KGConfig
 from preprocessing.link import LinkConfig
 from preprocessing.select import SelectConfig
+from storage.tokens import same_tokenizer
 from trelm.config import PretrainConfig
 from trelm.evaluate.config import EvaluateConfig
 
@@ -73,6 +74,14 @@ class PipelineConfig(BaseModel):
                 "(threads | processes | dask-local | dask-address | ray-address) and orchestration.address"
             )
         return data
+
+    @model_validator(mode="after")
+    def _one_tokenizer(self) -> PipelineConfig:
+        """`instances` hold token ids: the SI encoder that writes them and the backbone that trains on
+        them must share a tokenizer (a mismatch would train on other words' ids without an error)."""
+        encoder, backbone = self.select.si.encoder, self.pretrain.model.backbone
+        same_tokenizer(("select.si.encoder", encoder), ("pretrain.model.backbone", backbone))
+        return self
 
 
 def preset_names() -> list[str]:

