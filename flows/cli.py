@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+# `trelm run` starts Prefect's ephemeral API server in a subprocess; its default 20 s start-up limit is
+# too short on a busy 2-core machine (the import alone takes ~10 s there), and a timeout kills the run
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(
     help="TRELM pipeline: Wikipedia dump -> entities -> knowledge-enhanced LM.", no_args_is_help=True

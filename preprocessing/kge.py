@@ -221,13 +221,37 @@ def _read_triples(run_dir: Path) -> np.ndarray:
 
 
 def _split(factory, cfg: KGEConfig):
-    """(train, held-out or None). PyKEEN moves a held-out triple back into training when it holds an
-    entity or relation seen nowhere else, so every evaluated id has been trained."""
+    """(train, held-out or None): held-out triples whose entities and relation all stay in training, so
+    every evaluated id has been trained. (PyKEEN's `split` instead demands a training set covering every
+    entity within its ratio, and fails on a KG of many degree-1 entities, as Wikidata5M is.)"""
     n_eval = min(cfg.eval_triples, factory.num_triples // 10)
-    if n_eval == 0:
+    held = _evaluable(factory.mapped_triples, n_eval, cfg.seed) if n_eval else []
+    if not len(held):
         return factory, None
-    train, held_out = factory.split(1 - n_eval / factory.num_triples, random_state=cfg.seed)
-    return train, held_out
+    keep = np.ones(factory.num_triples, dtype=bool)
+    keep[held] = False
+    exchange, triples = factory.clone_and_exchange_triples, factory.mapped_triples
+    return exchange(triples[keep]), exchange(triples[held])
+
+
+def _evaluable(triples, n: int, seed: int) -> list[int]:
+    """Up to n triple indices, drawn in a seeded order, each leaving its head, relation and tail at least
+    one other training triple (counts are decremented as triples are taken, so two picks cannot orphan
+    an entity together)."""
+    ids = triples.numpy()
+    entity_left = np.bincount(ids[:, [0, 2]].reshape(-1))
+    relation_left = np.bincount(ids[:, 1])
+    taken: list[int] = []
+    for i in np.random.default_rng(seed).permutation(len(ids)):
+        head, rel, tail = ids[i]
+        if head == tail or entity_left[head] < 2 or entity_left[tail] < 2 or relation_left[rel] < 2:
+            continue
+        entity_left[[head, tail]] -= 1
+        relation_left[rel] -= 1
+        taken.append(int(i))
+        if len(taken) == n:
+            break
+    return taken
 
 
 def _fit(train, cfg: KGEConfig, progress: bool):

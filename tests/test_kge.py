@@ -246,3 +246,35 @@ def test_graphvite_source_needs_a_model_file(sample_run, tmp_path):
     cfg = KGEConfig(source="graphvite", graphvite_path=tmp_path / "transe_wikidata5m.pkl")
     with pytest.raises(FileNotFoundError, match="transe_wikidata5m.pkl not found: download"):
         write_entity_embeddings(sample_run, cfg, progress=False)
+
+
+def test_held_out_split_on_a_kg_of_degree_one_entities(hub_kg_small, tmp_path):
+    """Wikidata5M's shape: most entities close one triple (here 6,000 leaves on two hub tails). PyKEEN's
+    coverage split failed there ("Could not find a coverage of all entities"); held-out triples now come
+    only from those whose entities and relation keep another training triple."""
+    import torch
+    from pykeen.triples import CoreTriplesFactory
+
+    from preprocessing.kge import _split
+
+    load_kg(KGConfig(path=hub_kg_small), tmp_path, progress=False)
+    triples = torch.from_numpy(
+        np.stack(
+            [
+                np.concatenate(
+                    [t[c].to_numpy() for t in map(pq.read_table, part_paths(tmp_path, KG_TRIPLES))]
+                )
+                for c in ("head", "rel", "tail")
+            ],
+            axis=1,
+        ).astype(np.int64)
+    )
+    factory = CoreTriplesFactory.create(triples, num_entities=20_000, num_relations=33)
+    train, held_out = _split(factory, KGEConfig(eval_triples=1000))  # a tenth: 680
+    assert 500 <= held_out.num_triples <= 680  # only triples between entities of degree >= 2 qualify
+    assert train.num_triples + held_out.num_triples == factory.num_triples
+    trained_ids = set(train.mapped_triples[:, [0, 2]].reshape(-1).tolist())
+    assert set(held_out.mapped_triples[:, [0, 2]].reshape(-1).tolist()) <= trained_ids
+    assert set(held_out.mapped_triples[:, 1].tolist()) <= set(train.mapped_triples[:, 1].tolist())
+    again = _split(factory, KGEConfig(eval_triples=1000))[1]
+    assert torch.equal(again.mapped_triples, held_out.mapped_triples)  # seeded
