@@ -193,3 +193,48 @@ def test_pretrain_flow_is_cached_and_resumes_when_its_export_is_gone(world, tmp_
         resumed = pretrain_flow(cfg)
     assert first["stats"] == resumed["stats"] == {"trelm": 2}
     assert export.exists() and sorted(_losses(run_dir)) == [1, 2]
+
+
+def test_zero3_routed_on_two_ranks_resumes_on_one_through_the_universal_format(world, tmp_path):
+    """A lost node: 2 ranks (ZeRO-3, routing) stop at step 2; one rank loads that checkpoint (partitioned
+    for 2) through DeepSpeed's universal format, first with nothing left to train (its export must equal
+    the 2-rank one: the weights crossed over), then training on with the schedule and the data position
+    (counted in sequences) continued."""
+    from safetensors.torch import load_file
+
+    from trelm.checkpoints import latest
+    from trelm.launch import pretrain
+
+    backbone, source = world
+    run_dir = copy_run(source, tmp_path / "run")
+    ckpt = run_dir / "checkpoints" / "trelm"
+    two = _config(backbone, ranks=2, zero_stage=3, max_steps=2, save_every=2, master_port=29641)
+    assert pretrain(two, run_dir)["world"] == 2
+    assert latest(ckpt).world == 2 and list((ckpt / "step-00000002").glob("zero_pp_rank_1_*optim_states.pt"))
+    exported = load_file(ckpt / "hf" / "model.safetensors")
+
+    proc = _launch(_config(backbone, zero_stage=3, max_steps=2), run_dir, 29642)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "resumed from step 2 (2 ranks, now 1)" in err.decode()
+    again = load_file(ckpt / "hf" / "model.safetensors")
+    assert exported.keys() == again.keys() and all(again[k].equal(exported[k]) for k in exported)
+
+    _finish(_launch(_config(backbone, zero_stage=3, max_steps=4, save_every=2), run_dir, 29643))
+    point = latest(ckpt)
+    assert (point.step, point.world) == (4, 1)
+    # 2 steps x 2 ranks x 4 sequences, then 2 steps x 1 rank x 4: the same stream, cut anew
+    assert json.loads((point.folder / "trainer_state.json").read_text())["sequences"] == 24
+    lr = dict(_values(run_dir, "lr"))
+    # logged after each step: 3 steps into warmup 1 + decay to 4 (a restarted schedule would log 1e-3)
+    assert lr[3] == pytest.approx(1e-3 * (4 - 3) / (4 - 1))
+    assert sorted(_losses(run_dir)) == [1, 2, 3, 4]
+    assert not list(ckpt.glob("universal-*")) and not (ckpt / "latest_universal").exists()  # pruned
+
+
+def _values(run_dir: Path, name: str) -> list[tuple[int, float]]:
+    files = sorted((run_dir / "checkpoints" / "trelm" / "train_log" / "v2").glob("part-*.parquet"))
+    return duckdb.sql(
+        "SELECT step, value FROM read_parquet($f) WHERE name = $n ORDER BY step",
+        params={"f": [str(p) for p in files], "n": name},
+    ).fetchall()

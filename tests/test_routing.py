@@ -86,6 +86,9 @@ class TinyTRELM(nn.Module):
         mask[:, SPAN] = True
         return mask
 
+    def negative_generator(self, seed):
+        return torch.Generator().manual_seed(seed)
+
     def sample_negatives(self, batch, generator):
         return torch.randint(0, VOCAB, (batch["input_ids"].shape[0], NEGATIVES), generator=generator)
 
@@ -232,7 +235,7 @@ def test_lazy_adamw_leaves_zero_gradient_elements_alone():
     moved = param.detach() != before
     assert moved.tolist() == [[True, False, False], [False, False, True]]
     # per-element bias correction: an element seen once more is at step 2, the others stay at 1
-    assert optimizer.state[param]["step"].tolist() == [[2, 1, 1], [1, 1, 2]]
+    assert optimizer.state[param]["elem_step"].tolist() == [[2, 1, 1], [1, 1, 2]]
 
 
 def installed(cfg=None, seed_batch=1):

@@ -7,7 +7,9 @@ sequences; rank r takes the r-th slice of each, and the last incomplete global b
 is dropped so every rank makes the same number of steps (a rank that ran out would hang the
 others in the gradient all-reduce).
 
-The data position saved in a checkpoint is (epoch, global micro-batches consumed). Resuming
+The data position saved in a checkpoint is (epoch, sequences of the epoch's stream consumed), in
+sequences rather than global batches so that a run resumes on another number of ranks (a lost node):
+the stream is the same whatever the world, only its cut into global batches changes. Resuming
 recomputes the epoch's order and seeks by the manifest's row counts: parts before the position are
 never read.
 """
@@ -31,7 +33,7 @@ COLUMNS = ["input_ids", "entities"]
 @dataclass(frozen=True)
 class DataPosition:
     epoch: int = 0
-    batches: int = 0  # global micro-batches of this epoch already consumed
+    sequences: int = 0  # sequences of this epoch's stream already consumed (by all ranks together)
 
 
 class InstanceStream:
@@ -64,20 +66,21 @@ class InstanceStream:
         return part_order, [rng.permutation(int(self.rows[i])) for i in part_order]
 
     def batches(self, position: DataPosition) -> Iterator[tuple[DataPosition, list[dict]]]:
-        """(position after the batch, this rank's rows) for the rest of the epoch at `position`."""
+        """(position after the batch, this rank's rows) for the rest of the epoch at `position`; the
+        rows left over at the end, fewer than one global batch, are dropped."""
         part_order, row_orders = self.epoch_order(position.epoch)
-        skip = position.batches * self.global_batch  # rows of the epoch stream already consumed
+        skip = position.sequences
         offsets = np.concatenate([[0], np.cumsum(self.rows[part_order])])
         first = int(np.searchsorted(offsets, skip, side="right")) - 1
         pending: list[dict] = []
-        consumed = position.batches
+        consumed = skip
         for k in range(max(first, 0), len(part_order)):
             rows = self._read(part_order[k], row_orders[k])
             start = skip - int(offsets[k]) if k == first else 0
             pending.extend(rows[start:])
-            while len(pending) >= self.global_batch and consumed < self.batches_per_epoch:
+            while len(pending) >= self.global_batch:
                 batch, pending = pending[: self.global_batch], pending[self.global_batch :]
-                consumed += 1
+                consumed += self.global_batch
                 yield (
                     DataPosition(position.epoch, consumed),
                     batch[self.rank * self.micro : (self.rank + 1) * self.micro],

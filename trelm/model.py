@@ -211,6 +211,10 @@ class TrelmModel(nn.Module):
     def _mlm_head(self) -> nn.Module:
         return self.mlm.cls if hasattr(self.mlm, "cls") else self.mlm.lm_head
 
+    def negative_generator(self, seed: int) -> torch.Generator:
+        """A generator for `sample_negatives`, on the sampler's device (host memory, whatever the model's)."""
+        return self.sampler.new_generator(seed)
+
     def sample_negatives(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """[n_tail_tokens, cka_negatives] unigram negatives on the batch's device."""
         n_tokens = int(batch.cka_tail_mask.sum())

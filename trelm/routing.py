@@ -44,6 +44,8 @@ Deviations from the paper / choices it leaves open:
   row j and column j): the paper does not say how input/output neurons would be chosen.
 - LazyAdamW keeps a step count per element (an extra fp32 state, 3 states instead of AdamW's 2), so an
   element's bias correction counts only the steps it was updated in; with no zero gradients it is AdamW.
+  Beside it, a scalar `step` as torch's AdamW keeps, so that DeepSpeed's universal checkpoint (a resume on
+  another number of ranks) can convert its state; the per-element counts are rebuilt from it there.
 - Paths are refreshed every `refresh_every` steps (default 1: every batch, as in the paper). Attribution
   runs on the sequences holding the batch's first `max_targets` CKA targets (`attribution_batch`), with
   every target in them: its cost grows with the sequences it copies m times per layer, not the targets.
@@ -52,9 +54,10 @@ DeepSpeed. `install()` runs before `deepspeed.initialize` and outside `zero.Init
 the optimizer holds); the client optimizer is `LazyAdamW(router.trainable_parameters())` with
 `zero_allow_untested_optimizer: true`. ZeRO 0 and 2 (bf16): tested in one process, only the selected
 rows/columns and the always-trainable parameters change in a step. ZeRO-3: also works, tested in one process
-(world size 1, bf16): DeepSpeed's per-module hooks gather the RoutedLinear's weight before its forward (the
-custom Function runs inside that forward) and again before its backward (the Function saves the parameter
-object, not a copy, as DeepSpeed's own ZeRO-3 linear does); the dense-shaped sparse gradient is
+(world size 1, bf16) and on 2 CPU ranks (fp32, resumed on 1 through the universal format): DeepSpeed's
+per-module hooks gather the RoutedLinear's weight before its forward (the custom Function runs inside that
+forward) and again before its backward (the Function saves the parameter object, not a copy, as DeepSpeed's
+own ZeRO-3 linear does); the dense-shaped sparse gradient is
 reduce-scattered like any other, and after a step only the selected rows/columns changed. The attribution
 calls `cka_probability` through the model's `__call__` (forward temporarily bound to it), so ZeRO-3's hooks on
 the model gather its direct and registered external parameters (a tied decoder read outside the decoder's
@@ -174,15 +177,29 @@ class LazyAdamW(torch.optim.Optimizer):
                     self._update(param, group)
         return loss
 
-    def _update(self, param: torch.Tensor, group: dict) -> None:
+    def _state(self, param: torch.Tensor) -> dict:
+        """`step` (scalar, as torch's AdamW keeps it) counts the tensor's steps, `elem_step` each element's.
+        A checkpoint converted to DeepSpeed's universal format (a resume on another number of ranks) carries
+        only step and the moments: `elem_step` is then rebuilt as `step` where the element has been updated
+        (exp_avg_sq > 0), which is exact for elements updated at every step since their first, and makes the
+        bias correction of the others slightly too weak (about 1 - beta2 ** step)."""
         state = self.state[param]
         if not state:
-            state["step"] = torch.zeros_like(param, dtype=torch.float32)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["elem_step"] = torch.zeros_like(param, dtype=torch.float32)
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
+        elif "elem_step" not in state:
+            step = state["step"].to(device=param.device, dtype=torch.float32)
+            state["elem_step"] = torch.where(state["exp_avg_sq"] > 0, step, torch.zeros_like(step))
+        return state
+
+    def _update(self, param: torch.Tensor, group: dict) -> None:
+        state = self._state(param)
         grad, (beta1, beta2), lr = param.grad, group["betas"], group["lr"]
         touched = grad != 0
-        state["step"].add_(touched.float())
+        state["step"].add_(1)
+        state["elem_step"].add_(touched.float())
         exp_avg = torch.where(touched, state["exp_avg"].lerp(grad, 1 - beta1), state["exp_avg"])
         exp_avg_sq = torch.where(
             touched, state["exp_avg_sq"] * beta2 + (1 - beta2) * grad * grad, state["exp_avg_sq"]
@@ -190,7 +207,7 @@ class LazyAdamW(torch.optim.Optimizer):
         state["exp_avg"].copy_(exp_avg)
         state["exp_avg_sq"].copy_(exp_avg_sq)
         # an element never touched has step 0: clamp to avoid 0/0, its update is masked out anyway
-        steps = state["step"].clamp(min=1)
+        steps = state["elem_step"].clamp(min=1)
         bias1, bias2_sqrt = 1 - beta1**steps, (1 - beta2**steps).sqrt()
         denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(group["eps"])
         update = lr * exp_avg / bias1 / denom + lr * group["weight_decay"] * param
@@ -314,8 +331,8 @@ class Router:
 
     # -- attribution -----------------------------------------------------------------------------------------
     def _sampling_generator(self) -> torch.Generator:
-        if self._generator is None:  # it draws the negatives, so it lives where the sampler draws them
-            self._generator = self.model.sampler.new_generator(self._seed)
+        if self._generator is None:  # made by the model: it lives where the model draws negatives
+            self._generator = self.model.negative_generator(self._seed)
         return self._generator
 
     def attribute(self, batch: Any, lam: float) -> list[torch.Tensor]:

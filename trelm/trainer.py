@@ -7,35 +7,33 @@ knowledge paths (every `routing.refresh_every` steps), forward, the memory bank 
 same on every rank), backward, step; the step's loss parts, lambda, throughput, trainable share and
 attribution time go to `train_log` (Parquet, per checkpoint), TensorBoard and a progress bar.
 
-A checkpoint (`checkpoints/{name}/step-XXXXXXXX`) holds DeepSpeed's model/optimizer/scheduler states,
-and as client state everything else a resume needs: step, data position, lambda's epoch, the router's
-paths, the resolved config; the memory bank (`memory_bank.pt`) and each rank's RNG states
-(`rng-rank{r}.pt`: python, numpy, torch, cuda, the batch generator) are files of the same folder,
-written before DeepSpeed writes `latest`, so `latest` never names a half-written checkpoint.
-Resuming replays nothing: the data stream seeks to the saved position and every random source
-continues from its saved state, so a killed run's losses equal an uninterrupted run's.
+A checkpoint (`checkpoints/{name}/step-XXXXXXXX`, laid out by `trelm.checkpoints`) holds DeepSpeed's
+model/optimizer/scheduler states, and as client state everything else a resume needs: step, data
+position, lambda's epoch, the router's paths, the resolved config; the memory bank, each rank's RNG
+states and the run's layout are files of the same folder. Resuming replays nothing: the data stream
+seeks to the saved position and every random source continues from its saved state, so a killed run's
+losses equal an uninterrupted run's. A run resumed on another number of ranks loads the checkpoint
+through DeepSpeed's universal format and continues the same data stream (`trelm.checkpoints`).
 """
 
 from __future__ import annotations
 
 import os
-import random
-import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import torch
 import yaml
 
 from storage.schemas import INSTANCES, TRAIN_LOG
 from storage.shards import Provenance, ShardWriter, code_version, read_manifest, read_part_info, stable_hash
+from trelm import checkpoints
+from trelm.checkpoints import atomic_torch_save, rng_state, set_rng_state
 from trelm.config import PretrainConfig
 from trelm.data import DataPosition, InstanceStream
-
-TAG_PREFIX = "step-"
 
 
 @dataclass
@@ -124,36 +122,6 @@ def linear_schedule(optimizer, warmup: int, total: int):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------- RNG state
-
-
-def rng_state(generator: torch.Generator) -> dict:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- train_log
@@ -330,9 +298,16 @@ class Trainer:
             self.dist.world,
             self.cfg.train.seed,
         )
+        self.resume_point = checkpoints.latest(self.ckpt_dir)
         self.engine = self._engine()
         self.state = TrainState()
         self.log = self._train_log() if self.dist.rank == 0 else None
+
+    @property
+    def resumes_on_another_world(self) -> bool:
+        """ZeRO 1-3 partition the optimizer by rank: another world loads through the universal format."""
+        point = self.resume_point
+        return point is not None and point.world != self.dist.world and point.zero_stage > 0
 
     def _engine(self):
         import deepspeed
@@ -341,6 +316,8 @@ class Trainer:
         optimizer = self.parts.optimizer(params, self.cfg.train)
         scheduler = linear_schedule(optimizer, self.cfg.train.warmup_steps, self.cfg.train.max_steps)
         config = deepspeed_config(self.cfg, self.dist.device, self.dist.world)
+        if self.resumes_on_another_world:
+            config["checkpoint"] = {"load_universal": True}
         self.parts.register_external_parameters(self.cfg.train.zero_stage)
         engine, *_ = deepspeed.initialize(
             model=self.parts.model, optimizer=optimizer, lr_scheduler=scheduler, config=config
@@ -420,53 +397,82 @@ class Trainer:
     # ---- checkpoints
 
     def save(self) -> None:
-        """RNG files and the memory bank first, then DeepSpeed's states; its `latest` file comes last."""
-        tag = f"{TAG_PREFIX}{self.state.step:08d}"
-        folder = self.ckpt_dir / tag
+        """RNG files, bank and layout first, then DeepSpeed's states, whose `latest` file comes last."""
+        folder = self.ckpt_dir / checkpoints.tag_of(self.state.step)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(rng_state(self.generator), folder / f"rng-rank{self.dist.rank}.pt")
+        atomic_torch_save(rng_state(self.generator), checkpoints.rng_file(folder, self.dist.rank))
         if self.dist.rank == 0:
-            self.parts.save_memory(folder / "memory_bank.pt")
+            self.parts.save_memory(folder / checkpoints.MEMORY_BANK)
+            checkpoints.write_trainer_state(
+                folder,
+                step=self.state.step,
+                world=self.dist.world,
+                zero_stage=self.cfg.train.zero_stage,
+                epoch=self.state.position.epoch,
+                sequences=self.state.position.sequences,
+            )
             self.log.flush(self.state.log_parts)
         self.state.log_parts += 1
-        self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state=self._client_state())
+        self.engine.save_checkpoint(str(self.ckpt_dir), tag=folder.name, client_state=self._client_state())
         if self.dist.rank == 0:
-            prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_last)
+            checkpoints.prune(self.ckpt_dir, self.cfg.train.keep_last)
         torch.distributed.barrier()
 
     def _client_state(self) -> dict:
+        from deepspeed.checkpoint.constants import (
+            UNIVERSAL_CHECKPOINT_INFO,
+            UNIVERSAL_CHECKPOINT_VERSION_KEY,
+            UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+        )
+
         return {
             "step": self.state.step,
             "epoch": self.state.position.epoch,
-            "batches": self.state.position.batches,
+            "sequences": self.state.position.sequences,
             "log_parts": self.state.log_parts,
             "lambda": self.parts.lam(self.state.position.epoch),
             "routing": self.parts.routing_state(),
             "world": self.dist.world,
             "config": self.cfg.model_dump(mode="json"),
+            # what ds_to_universal requires to convert this checkpoint for another number of ranks
+            UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE},
         }
 
     def resume(self) -> None:
         """Continue from `latest` when there is one: weights, optimizer, scheduler, bank, RNG, position."""
-        if not (self.ckpt_dir / "latest").exists():
+        point = self.resume_point
+        if point is None:
             return
-        folder = self.ckpt_dir / (self.ckpt_dir / "latest").read_text().strip()
-        load_path, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=folder.name)
+        load_path, client = self.engine.load_checkpoint(str(self.ckpt_dir), tag=self._load_tag(point))
         if load_path is None:
             raise RuntimeError(f"cannot load the checkpoint named by {self.ckpt_dir / 'latest'}")
-        if client["world"] != self.dist.world:
-            raise ValueError(
-                f"{load_path} was written by {client['world']} ranks and this run has {self.dist.world}: the "
-                f"data position counts global batches, so resume with train.ranks={client['world']}"
-            )
-        self.state = TrainState(
-            client["step"], DataPosition(client["epoch"], client["batches"]), client["log_parts"]
-        )
-        self.parts.load_memory(folder / "memory_bank.pt")
+        position = DataPosition(client["epoch"], client["sequences"])
+        self.state = TrainState(client["step"], position, client["log_parts"])
+        self.parts.load_memory(point.folder / checkpoints.MEMORY_BANK)
         self.parts.load_routing_state(client["routing"])
-        set_rng_state(torch.load(folder / f"rng-rank{self.dist.rank}.pt", weights_only=False), self.generator)
+        rng = checkpoints.rng_file(point.folder, self.dist.rank)
+        if point.world == self.dist.world:
+            set_rng_state(torch.load(rng, weights_only=False), self.generator)
+        else:  # another world: no saved stream belongs to this rank
+            checkpoints.reseed(self.cfg.train.seed, point.step, self.dist.rank, self.generator)
         if self.log is not None:
             self.log.truncate(self.state.log_parts)
+        if self.dist.rank == 0:  # said on the terminal: a resumed run should not pass for a fresh one
+            now = f", now {self.dist.world}" if point.world != self.dist.world else ""
+            print(
+                f"{self.cfg.checkpoint_name}: resumed from step {point.step} ({point.world} ranks{now})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _load_tag(self, point: checkpoints.ResumePoint) -> str:
+        """The folder to load: the checkpoint itself, or its universal copy for another world."""
+        if not self.resumes_on_another_world:
+            return point.folder.name
+        if self.dist.rank == 0:
+            checkpoints.to_universal(point)
+        torch.distributed.barrier()
+        return point.universal_folder().name
 
     def finish(self) -> dict:
         """Export the model in Hugging Face format and close `train_log` with the run's summary."""
@@ -479,12 +485,6 @@ class Trainer:
             _write_yaml(self.cfg.model_dump(mode="json"), self.ckpt_dir / "config.yaml")
         torch.distributed.barrier()
         return {"checkpoint": str(self.ckpt_dir), "hf": str(hf_dir), **summary}
-
-
-def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    tags = sorted(p for p in ckpt_dir.glob(f"{TAG_PREFIX}*") if p.is_dir())
-    for old in tags[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_yaml(data: dict, path: Path) -> None:
