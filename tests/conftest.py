@@ -23,3 +23,11 @@ def hub_kg_full(tmp_path_factory):
 def hub_kg_small(tmp_path_factory):
     """Hub tails of degree 3,000 (past the 2,148 where INT32 `degree * 10**6` overflowed), 20k entities."""
     return hub_kg(tmp_path_factory.mktemp("hub-kg-small"), n_entities=20_000, hub_degree=3_000)
+
+
+@pytest.fixture(scope="session")
+def hub_kg_rehearsal(tmp_path_factory):
+    """The rehearsal's KG: hub tails of degree 10,000 among 600k entities (see `enwiki_rehearsal`)."""
+    from production_fixtures import REHEARSAL_KG_ENTITIES
+
+    return hub_kg(tmp_path_factory.mktemp("hub-kg-rehearsal"), n_entities=REHEARSAL_KG_ENTITIES)
