@@ -45,9 +45,11 @@ Malformed markup never raises and degrades locally:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
+from preprocessing.templates import Call, RenderOptions, Template, lookup
 from preprocessing.titles import LANGUAGE_CODES, decode_entities, link_namespace, normalize_title
 
 
@@ -153,13 +155,16 @@ def _strip_elements(text: str) -> str:
 _STRUCTURE_RE = re.compile(r"\{(\{+)|\}(\}+)|\n[ \t]*:*[ \t]*\{(\|)|\n[ \t]*\|(?=\})")
 
 
-def _close_braces(open_runs: list[list[int]], spans: list[tuple[int, int]], pos: int, count: int) -> None:
+def _close_braces(open_runs: list[list[int]], spans: list[tuple[int, int]], pos: int, count: int):
     """Match a run of `count` closing braces at `pos` against the open runs, as MediaWiki pairs them.
 
-    Each open run is [start, braces still open]; a match takes 3 braces (a parameter) when both sides
-    have them, else 2 (a template). A run left with one brace is closed, the brace going with it.
+    Each open run is [start, braces still open, braces it opened with]; a match takes 3 braces (a
+    parameter) when both sides have them, else 2 (a template). A run left with one brace is closed,
+    the brace going with it. Returns the span of a template this closed at the top level, if any: the
+    only ones worth rendering, as a template inside a dropped one goes with it.
     """
     end = pos
+    top = None
     while count >= 2 and open_runs:
         run = open_runs[-1]
         n = 3 if count >= 3 and run[1] >= 3 else 2
@@ -169,15 +174,18 @@ def _close_braces(open_runs: list[list[int]], spans: list[tuple[int, int]], pos:
         if run[1] < 2:
             open_runs.pop()
             spans.append((run[0], end))
+            if not open_runs and run[2] == 2 and run[1] == 0:
+                top = (run[0], end)
     if count >= 2 and not open_runs:
         spans.append((end, end + count))  # stray closing braces are markup debris
+    return top
 
 
 def _unclosed_spans(text: str, open_runs: list[list[int]], tables: list[int]) -> list[tuple[int, int]]:
     """An unclosed `{{` drops the rest of its line, an unclosed table the rest of the page."""
     spans = [(start, len(text)) for start in tables]
     line_end = -1
-    for start, _ in open_runs:
+    for start, *_ in open_runs:
         if start > line_end:  # runs come in order: one search per line keeps this linear
             line_end = text.find("\n", start)
             line_end = len(text) if line_end < 0 else line_end
@@ -185,29 +193,36 @@ def _unclosed_spans(text: str, open_runs: list[list[int]], tables: list[int]) ->
     return spans
 
 
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
-    spans.sort()
+def _merge(spans: list[tuple[int, int]], rendered: dict[tuple[int, int], str]) -> list[list]:
+    """Disjoint [start, end, replacement] spans: a rendered template keeps the spans nested in it for
+    itself (it rendered them already); any other overlap is dropped whole."""
+    spans.sort(key=lambda span: (span[0], -span[1]))
     merged: list[list] = []
-    for start, end in spans:
+    for span in spans:
+        start, end = span
         if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
+            if not (merged[-1][2] and end <= merged[-1][1]):
+                merged[-1][1:] = [max(merged[-1][1], end), ""]
         else:
-            merged.append([start, end, ""])
+            merged.append([start, end, rendered.get(span, "")])
     return merged
 
 
-def _strip_templates_and_tables(text: str) -> str:
+def _strip_templates_and_tables(text: str, ctx: _Context) -> str:
     if "{" not in text and "}}" not in text:
         return text
     spans: list[tuple[int, int]] = []
     open_runs: list[list[int]] = []
     tables: list[int] = []
+    rendered: dict[tuple[int, int], str] = {}
     for m in _STRUCTURE_RE.finditer(text):
         group = m.lastindex
         if group == 1:
-            open_runs.append([m.start(), m.end() - m.start()])
+            open_runs.append([m.start(), m.end() - m.start(), m.end() - m.start()])
         elif group == 2:
-            _close_braces(open_runs, spans, m.start(), m.end() - m.start())
+            top = _close_braces(open_runs, spans, m.start(), m.end() - m.start())
+            if top is not None and not tables:  # one in a table goes with the table
+                _render_into(rendered, text, top, ctx)
         elif open_runs:
             continue  # table syntax inside a template goes with the template
         elif group == 3:
@@ -215,12 +230,83 @@ def _strip_templates_and_tables(text: str) -> str:
         elif tables:  # a table's closing `|}`: the regex stops before its '}'
             spans.append((tables.pop(), m.end() + 1))
     spans += _unclosed_spans(text, open_runs, tables)
-    merged = _merge(spans)
+    merged = _merge(spans, rendered)
     for span in merged:
-        # One alone on its line takes the line break too: an empty line would read as a paragraph break.
-        if text[span[0] - 1] == "\n" and text[span[1] : span[1] + 1] == "\n":
+        if span[2]:
+            continue
+        before, after = text[span[0] - 1], text[span[1] : span[1] + 1]
+        # One dropped alone on its line takes the line break too: an empty line reads as a paragraph break.
+        if before == "\n" and after == "\n":
             span[1] += 1
+        # "''{{FRO}}''" would leave four apostrophes (one shown, then bold): a break keeps the runs apart.
+        elif before == "'" and after == "'":
+            span[2] = _BREAK
     return _cut(text, merged)
+
+
+# --- 2b. rendering the templates that carry content (the table is in `preprocessing.templates`) ----
+
+_ARG_SPLIT_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\|")
+
+
+class _Context(NamedTuple):
+    options: RenderOptions
+    counts: Counter
+
+
+@lru_cache(maxsize=4096)
+def _template_name(raw: str) -> str:
+    name = " ".join(raw.replace("_", " ").split()).lower()
+    return name[9:].lstrip() if name.startswith("template:") else name
+
+
+def _render_into(rendered: dict, text: str, span: tuple[int, int], ctx: _Context) -> None:
+    """Render the top-level template at `span` if the table knows it; a failed rendering drops it."""
+    start, end = span[0] + 2, span[1] - 2
+    pipe = text.find("|", start, min(end, start + 80))  # no slice of a whole infobox per template
+    head = text[start : end if pipe < 0 else pipe]
+    if "{" in head or "[" in head or len(head) > 80:
+        return  # a computed name ({{ {{x}} }}) or no name at all: dropped
+    entry = lookup(_template_name(head))
+    if entry is None:
+        return
+    call = _parse_call(entry, text[start:end], ctx)
+    try:
+        shown = entry.render(call, ctx.options).strip()
+    except (ValueError, IndexError, KeyError, OverflowError):
+        ctx.counts["templates_unrenderable"] += 1  # malformed arguments: dropped like any other template
+        return
+    if shown:
+        rendered[span] = shown
+        ctx.counts["templates_rendered"] += 1
+
+
+def _split_args(body: str) -> list[str]:
+    """The call's pieces at the pipes that belong to it, not to a nested template or link."""
+    pieces, depth, prev = [], 0, 0
+    for m in _ARG_SPLIT_RE.finditer(body):
+        token = m.group()
+        if token == "|":
+            if depth == 0:
+                pieces.append(body[prev : m.start()])
+                prev = m.end()
+        else:
+            depth = depth + 1 if token[0] in "{[" else max(depth - 1, 0)
+    pieces.append(body[prev:])
+    return pieces
+
+
+def _parse_call(entry: Template, body: str, ctx: _Context) -> Call:
+    call = Call(entry.names[0])
+    for piece in _split_args(body)[1:]:
+        if "{" in piece:  # nested templates render (or go) before their caller sees them
+            piece = _strip_templates_and_tables(f"\n{piece}\n", ctx)
+        key, eq, value = piece.partition("=")
+        if eq and "[" not in key and "<" not in key:
+            call.named[key.strip().lower()] = value.strip()
+        else:
+            call.positional.append(piece.strip())
+    return call
 
 
 # --- 3. line and inline markup ------------------------------------------------------------------
@@ -398,9 +484,17 @@ def _drop_stray_brackets(text: str) -> str:
 
 _SPACE_AFTER_START_RE = re.compile(_START + r"([ \t]+)")
 _SPACE_BEFORE_END_RE = re.compile(r"([ \t]+)" + _END)
-# "Paris ({{lang|..}}, {{IPA|..}})" leaves "Paris (, )": drop such husks, and a separator opening one.
-_EMPTY_PARENS_RE = re.compile(r" \([ ,;]*\)")
-_PAREN_SEPARATOR_RE = re.compile(r"\((?: *[,;])+ *(?=[\w" + _START + "])")
+# What dropped templates leave, and what each becomes: "Paris ({{IPA|..}}, {{IPAc-en|..}})" leaves
+# "Paris (, )" (goes), "(; born" -> "(born", "A, , B" -> "A, B", "(X, )" -> "(X)", a line opening
+# "; Y" -> "Y". One pass each: every pattern starts with a literal character, so the engine skips to
+# candidates (one alternation of them all tries each position, 10x slower).
+_REPAIRS = (
+    (re.compile(r" \([ ,;]*\)"), ""),
+    (re.compile(r"\((?: *[,;])+ *(?=[^\s)])"), "("),
+    # a separator run before ")" goes, a doubled one keeps its first: one pattern, as commas are many
+    (re.compile(r"[,;](?=[ \t]*[,;)])(?:[ \t]*[,;])*[ \t]*"), None),
+    (re.compile(r"\n[ \t]*[,;][ \t]*(?=[^\s,;])"), "\n"),
+)
 _SPACE_RUNS_RE = re.compile(r"  +")
 # "word {{template}}, next" or "word&nbsp;{{template}}." leave a space before the punctuation.
 # A short line without a letter or a digit ("." after a citation template alone on its line) is debris;
@@ -409,7 +503,7 @@ _WORDLESS_RE = re.compile(r"[^\w" + _START + "]*")
 _SPACE_BEFORE_PUNCTUATION_RE = re.compile(r" ([,.;!?)])(?=[\s" + _END + r"]|\Z)")
 
 
-def _finish(text: str) -> str:
+def _finish(text: str, counts: Counter) -> str:
     if _BREAK in text:
         text = text.replace(_BREAK, "")
     # A reference decoding to a space at an anchor's edge (`[[X|&nbsp;y]]`) must end up outside it.
@@ -421,8 +515,8 @@ def _finish(text: str) -> str:
         text = text.replace("\t", " ")
     if edge_refs:
         text = _SPACE_BEFORE_END_RE.sub(_END + r"\1", _SPACE_AFTER_START_RE.sub(r"\1" + _START, text))
-    if "(" in text:
-        text = _PAREN_SEPARATOR_RE.sub("(", _EMPTY_PARENS_RE.sub("", text))
+    if "(" in text or ",," in text or ";" in text:
+        text = _repair_punctuation(text, counts)
     if "  " in text:
         text = _SPACE_RUNS_RE.sub(" ", text)
     text = _SPACE_BEFORE_PUNCTUATION_RE.sub(r"\1", text)
@@ -430,6 +524,25 @@ def _finish(text: str) -> str:
     # sentinels are no whitespace, and anchors hold none at their edges, so no anchor loses a character.
     lines = [line.strip() for line in text.split("\n")]
     return "\n".join(line for line in lines if len(line) > 3 or (line and not _WORDLESS_RE.fullmatch(line)))
+
+
+def _separator_run(m: re.Match) -> str:
+    run = m.group()
+    if m.string[m.end() : m.end() + 1] == ")":
+        return ""
+    return run[0] + " " if run[-1] in " \t" else run[0]
+
+
+def _repair_punctuation(text: str, counts: Counter) -> str:
+    """Tidy the punctuation dropped templates leave; each repair is counted, so the stage reports how
+    much text it had to mend."""
+    repaired = 0
+    for pattern, repl in _REPAIRS:
+        text, n = pattern.subn(_separator_run if repl is None else repl, text)
+        repaired += n
+    if repaired:
+        counts["punctuation_repaired"] += repaired
+    return text
 
 
 def _extract_links(text: str, targets: list[str]) -> tuple[str, list[Link]]:
@@ -447,12 +560,22 @@ def _extract_links(text: str, targets: list[str]) -> tuple[str, list[Link]]:
     return "".join(pieces).replace(_END, ""), links
 
 
-def clean_wikitext(wikitext: str) -> tuple[str, list[Link]]:
-    """Plain text of a page's wikitext, and its links to articles (offsets into that text)."""
+def clean_wikitext(
+    wikitext: str, options: RenderOptions | None = None, stats: Counter | None = None
+) -> tuple[str, list[Link]]:
+    """Plain text of a page's wikitext, and its links to articles (offsets into that text).
+
+    `options` chooses how content templates render (`preprocessing.templates`); `stats`, if given,
+    receives the counts of rendered templates and of punctuation repairs.
+    """
+    ctx = _Context(options or _DEFAULT_OPTIONS, Counter() if stats is None else stats)
     text = wikitext.replace("\r\n", "\n") if "\r" in wikitext else wikitext
     if any(c in text for c in (_START, _END, _BREAK)):
         text = text.translate(_SENTINELS)
     # The leading and trailing newlines let line-start and line-end patterns work at the edges.
-    text = _strip_templates_and_tables(_strip_elements(f"\n{text}\n"))
+    text = _strip_templates_and_tables(_strip_elements(f"\n{text}\n"), ctx)
     marked, targets = _render_links(_strip_inline_markup(text))
-    return _extract_links(_finish(marked), targets)
+    return _extract_links(_finish(marked, ctx.counts), targets)
+
+
+_DEFAULT_OPTIONS = RenderOptions()

@@ -1,0 +1,249 @@
+"""Do the templates that carry words reach the text? Fidelity and speed of `clean_wikitext`, before/after.
+
+    python benchmarks/template_fidelity.py --gensim-sample [--extra-path /tmp/wikiref] [--repeat 3]
+    python benchmarks/template_fidelity.py --dump FILE.xml[.bz2] [--baseline-rev REV]
+
+On a real pages-articles file (the gensim excerpt: 106 enwiki articles), for the cleaner as it is and
+as it was at `--baseline-rev` (loaded from git, so both run in this process):
+
+- fidelity: the content-bearing template calls of `preprocessing.templates` found by an independent
+  parser (mwparserfromhell) in running text (not inside a reference, table, heading, image, or a
+  dropped template), and the share whose content appears in the page's clean text. What "content"
+  is comes from a rule per template written here, not from the renderer;
+- broken punctuation: spots `preprocessing.quality` finds ("( ';", "(, )", "X, , Y", ...);
+- link spans: spans that fail `quality.link_errors`, and pages whose earlier links are not all kept
+  (same anchors, same targets, in order);
+- speed: MB/s of wikitext on one core, best of `--repeat`, beside wikiextractor's `clean_text`
+  (`--extra-path` where `pip install --target DIR wikiextractor==3.1.0` put it).
+
+mwparserfromhell is a benchmark-only dependency (the `test` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import importlib.util
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from realdata import gensim_sample  # noqa: E402
+from wikitext_micro import best_seconds, dump_pages, references  # noqa: E402
+
+from preprocessing import quality, templates, wikitext  # noqa: E402
+
+# the cleaner before issue 18 (templates all dropped)
+BASELINE_REV = "9d7e490"
+# Containers whose content never reaches the text (in either cleaner).
+_DROPPED_TAGS = {
+    "ref", "references", "table", "math", "gallery", "chem", "ce", "score", "timeline", "imagemap"
+}
+
+
+def load_baseline(rev: str):
+    """`preprocessing/wikitext.py` as it was at `rev`, imported as a module of its own."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:preprocessing/wikitext.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = ROOT / ".bench" / f"wikitext_{rev}.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"wikitext_{rev}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def normalized(name: str) -> str:
+    return " ".join(str(name).replace("_", " ").split()).lower()
+
+
+def plain(wikicode) -> str:
+    """An argument's text without markup, whitespace collapsed (the parser's own strip_code)."""
+    import mwparserfromhell
+
+    return " ".join(mwparserfromhell.parse(str(wikicode)).strip_code().split())
+
+
+def positional(tpl) -> list[str]:
+    return [str(p.value).strip() for p in tpl.params if not p.showkey]
+
+
+def named(tpl, key: str) -> str:
+    return str(tpl.get(key).value).strip() if tpl.has(key) else ""
+
+
+def comparable(text: str) -> str:
+    """Text compared without thousands separators, case, spacing, or the minus sign's typography."""
+    return " ".join(text.replace(",", "").replace("−", "-").split()).lower()
+
+
+def expected_pieces(name: str, tpl) -> list[str] | None:
+    """What of this call the text must hold; None when the call shows nothing checkable."""
+    args = positional(tpl)
+    if name in {"convert", "cvt"}:
+        return [args[0].replace(",", "")] if args else None
+    if name == "as of":
+        return ["as of", *(_date_pieces(args) or [])] if args else None
+    if name == "chem":
+        return [plain("".join(args))]
+    if name in {"'s", "nbsp", "spaces"}:
+        return None  # punctuation and spaces: nothing to look for
+    if name == "death date and age" or name in templates.BY_NAME and "date" in name:
+        return _date_pieces(args)
+    if name in {"flagicon", "flag icon", "flagdeco"}:
+        return None  # a flag picture: nothing to read
+    content = {
+        "lang": lambda: args[1] if len(args) > 1 else "",
+        "transl": lambda: args[-1] if len(args) > 1 else "",
+        "nihongo": lambda: args[0] or (args[1] if len(args) > 1 else ""),
+        "quote": lambda: named(tpl, "text") or (args[0] if args else ""),
+    }.get(name, lambda: named(tpl, "text") or (args[0] if args else ""))()
+    text = plain(content)
+    return [text[:60]] if text else None
+
+
+def _date_pieces(args: list[str]) -> list[str] | None:
+    try:
+        year, month = int(args[0]), int(args[1]) if len(args) > 1 else 0
+    except ValueError:
+        return None
+    return [str(year), calendar.month_name[month]] if 1 <= month <= 12 else [str(year)]
+
+
+def in_running_text(code, node) -> bool:
+    """No ancestor that takes its content out of the text: a reference, a table, a heading, an
+    image, or a template the cleaner drops."""
+    for parent in code.get_ancestors(node):
+        kind = type(parent).__name__
+        if kind == "Template" and templates.lookup(normalized(parent.name)) is None:
+            return False
+        if kind == "Tag" and str(parent.tag).lower() in _DROPPED_TAGS:
+            return False
+        if kind == "Heading":
+            return False
+        if kind == "Wikilink" and re.match(r"\s*:?\s*(file|image)\s*:", str(parent.title), re.I):
+            return False
+    return True
+
+
+def fidelity(pages: list[str], clean) -> tuple[Counter, Counter, list[str]]:
+    """Per template: calls in running text, and those whose content is in the text; some misses."""
+    import mwparserfromhell
+
+    calls: Counter = Counter()
+    found: Counter = Counter()
+    misses: list[str] = []
+    for page in pages:
+        text = clean(page)[0]
+        flat = comparable(text)
+        code = mwparserfromhell.parse(page)
+        for tpl in code.filter_templates(recursive=True):
+            name = normalized(tpl.name)
+            if templates.lookup(name) is None or not in_running_text(code, tpl):
+                continue
+            pieces = expected_pieces(name, tpl)
+            if not pieces:
+                continue
+            key = "lang-xx" if name.startswith("lang-") else name
+            calls[key] += 1
+            wanted = [comparable(p) for p in pieces]
+            if all(w in flat for w in wanted):
+                found[key] += 1
+            elif len(misses) < 40:
+                misses.append(f"{str(tpl)[:90]!r} wants {wanted}")
+    return calls, found, misses
+
+
+def punctuation_and_links(pages: list[str], clean, baseline) -> dict[str, int]:
+    spots = bad_spans = lost = 0
+    for page in pages:
+        text, links = clean(page)
+        spots += len(quality.broken_punctuation(text))
+        bad_spans += len(quality.link_errors(text, links))
+        lost += not keeps_links(baseline(page), (text, links))
+    return {"broken punctuation spots": spots, "bad link spans": bad_spans, "pages losing a link": lost}
+
+
+def keeps_links(old: tuple, new: tuple) -> bool:
+    """Every earlier link is still there, in order, its anchor inside the new one (a template rendered
+    in a label, `[[Edge of space|altitude of {{convert|100|km}}]]`, makes the anchor longer)."""
+    remaining = iter((new[0][s:e], t) for s, e, t in new[1])
+    old_text = old[0]
+    for start, end, target in old[1]:
+        anchor = old_text[start:end]
+        if not any(t == target and anchor in a for a, t in remaining):
+            return False
+    return True
+
+
+def examples_in(pages: list[str]) -> list[str]:
+    """The table's example calls that do not occur in these pages (each should)."""
+    joined = "\n".join(pages)
+    entries = [*templates.TEMPLATES, templates.LANG_PREFIX]
+    return [e.example[0] for e in entries if e.example[0] not in joined]
+
+
+def report_fidelity(pages: list[str], baseline) -> None:
+    after_calls, after_found, misses = fidelity(pages, wikitext.clean_wikitext)
+    _, before_found, _ = fidelity(pages, baseline.clean_wikitext)
+    total = sum(after_calls.values())
+    print(f"\ncontent-bearing template calls in running text: {total}")
+    print(f"{'template':22s} {'calls':>6s} {'before':>7s} {'after':>7s}")
+    for name, n in after_calls.most_common():
+        print(f"{name:22s} {n:6d} {before_found[name]:7d} {after_found[name]:7d}")
+    share = sum(after_found.values()) / max(total, 1)
+    before = sum(before_found.values()) / max(total, 1)
+    print(f"{'rendered (share)':22s} {total:6d} {before:7.1%} {share:7.1%}")
+    for miss in misses[:12]:
+        print("  miss:", miss)
+
+
+def report_speed(pages: list[str], baseline, repeat: int) -> None:
+    size = sum(len(p.encode()) for p in pages)
+    timings = {
+        "trelm clean_wikitext (after)": best_seconds(wikitext.clean_wikitext, pages, repeat),
+        "trelm clean_wikitext (before)": best_seconds(baseline.clean_wikitext, pages, repeat),
+    }
+    timings.update({name: best_seconds(fn, pages, repeat) for name, fn in references().items()})
+    ours = timings["trelm clean_wikitext (after)"]
+    print(f"\n{'extractor':32s} {'MB/s':>8s} {'after speed-up':>15s}")
+    for name, seconds in timings.items():
+        print(f"{name:32s} {size / 1e6 / seconds:8.2f} {seconds / ours:14.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dump", type=Path, help="a pages-articles .xml[.bz2]")
+    source.add_argument("--gensim-sample", action="store_true", help="the enwiki excerpt in gensim's wheel")
+    ap.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision of the 'before' cleaner")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs; the best one counts")
+    ap.add_argument("--extra-path", action="append", default=[], help="where wikiextractor is installed")
+    args = ap.parse_args()
+    sys.path.extend(args.extra_path)
+    pages = dump_pages(gensim_sample() if args.gensim_sample else args.dump)
+    baseline = load_baseline(args.baseline_rev)
+    print(f"{len(pages)} articles, {sum(len(p.encode()) for p in pages) / 1e6:.2f} MB of wikitext")
+    print(f"table examples not found in these pages: {examples_in(pages) or 'none'}")
+    report_fidelity(pages, baseline)
+    print(f"\n{'check':28s} {'before':>8s} {'after':>8s}")
+    before = punctuation_and_links(pages, baseline.clean_wikitext, baseline.clean_wikitext)
+    after = punctuation_and_links(pages, wikitext.clean_wikitext, baseline.clean_wikitext)
+    for key, value in after.items():
+        print(f"{key:28s} {before[key]:8d} {value:8d}")
+    report_speed(pages, baseline, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
