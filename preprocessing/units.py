@@ -182,10 +182,18 @@ def _to(value: float, unit: Unit, out: Unit) -> float:
     return value * unit.factor / out.factor
 
 
+def _significant_digits(source: str) -> int:
+    """`1300` has 2 (an integer's trailing zeros only place it), `0.50` has 2, `1.25` has 3."""
+    digits = source.strip().lstrip("-−+").replace(",", "")
+    if "." not in digits:
+        return len(digits.strip("0")) or 1
+    return len(digits.replace(".", "").lstrip("0")) or 1
+
+
 def _rounded(value: float, source: str, precision: int | None, sigfig: str | None) -> str:
     """Rounded to `precision` decimals, `sigfig` figures, or about the input's figures (at least 2)."""
     if precision is None:
-        digits = len(source.strip().lstrip("-−+").replace(",", "").replace(".", "").lstrip("0")) or 1
+        digits = _significant_digits(source)
         figures = int(sigfig) if sigfig and sigfig.strip().isdigit() else max(2, digits)
         magnitude = math.floor(math.log10(abs(value))) if value else 0
         precision = figures - 1 - magnitude
