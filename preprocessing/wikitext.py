@@ -579,3 +579,24 @@ def clean_wikitext(
 
 
 _DEFAULT_OPTIONS = RenderOptions()
+
+
+# --- for other readers of the same `pages` contract (`preprocessing.htmldump`) -----------------------
+
+
+def plain_piece(text: str) -> str:
+    """Text that is already plain (an HTML text node), made safe to mix with marked text: sentinels
+    dropped, `&` escaped (the finishing pass decodes references), line breaks made spaces."""
+    if any(c in text for c in (_START, _END, _BREAK)):
+        text = text.translate(_SENTINELS)
+    return text.replace("&", "&amp;").replace("\n", " ")
+
+
+def append_anchor(out: list[str], anchor: str) -> bool:
+    """Append an article link's anchor, marked as this module marks them; False when it shows nothing."""
+    return _append_anchor(out, anchor)
+
+
+def finish_marked(marked: str, targets: list[str], counts: Counter) -> tuple[str, list[Link]]:
+    """Whitespace, punctuation repair and link offsets, as for wikitext, of text marked by `append_anchor`."""
+    return _extract_links(_finish(marked, counts), targets)
