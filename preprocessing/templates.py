@@ -175,7 +175,7 @@ TEMPLATES: tuple[Template, ...] = (
     Template(("sc", "smallcaps", "small caps"), _content(1), ("{{sc|bc}}", "bc")),
     Template(("'s",), lambda call, _: "'s", ("{{'s}}", "'s")),
     # an entity, not a space: a rendering is stripped, and the entity decodes to a space later
-    Template(("nbsp", "spaces"), lambda call, _: "&nbsp;", ("a{{nbsp}}b", "a b")),
+    Template(("nbsp", "spaces"), lambda call, _: "&nbsp;", ("{{nbsp}}", " ")),
     Template(("birth date", "birth date and age", "death date", "start date", "end date",
               "start date and age", "end date and age", "birth-date", "start-date", "end-date", "film date"),
              _birth_date, ("{{Birth date|df=yes|1885|4|3}}", "3 April 1885")),

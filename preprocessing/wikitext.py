@@ -200,11 +200,14 @@ def _merge(spans: list[tuple[int, int]], rendered: dict[tuple[int, int], str]) -
     merged: list[list] = []
     for span in spans:
         start, end = span
-        if merged and start <= merged[-1][1]:
-            if not (merged[-1][2] and end <= merged[-1][1]):
-                merged[-1][1:] = [max(merged[-1][1], end), ""]
+        shown = rendered.get(span, "")
+        last = merged[-1] if merged else None
+        # adjacent spans merge only when both go: `{{convert|..}}{{rp|..}}` keeps its rendering
+        if last and (start < last[1] or (start == last[1] and not last[2] and not shown)):
+            if not (last[2] and end <= last[1]):
+                last[1:] = [max(last[1], end), ""]
         else:
-            merged.append([start, end, rendered.get(span, "")])
+            merged.append([start, end, shown])
     return merged
 
 

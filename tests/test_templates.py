@@ -162,3 +162,10 @@ def test_malformed_calls_never_raise(wikitext: str) -> None:
 def test_quality_checks_can_fail() -> None:
     assert quality.broken_punctuation("Algeria ( '; Dzayer), x (, ) y, , z\n; w")
     assert quality.link_errors("abc", [(0, 5, "X"), (1, 2, "")]) and quality.link_errors(" a", [(0, 2, "A")])
+
+
+def test_adjacent_templates_keep_the_rendered_one() -> None:
+    # from the excerpt's Albania, once the <ref> between them is gone
+    wikitext = "coastline length is {{convert|476|km|0|abbr=on}}<ref>x</ref>{{rp|240}} and extends"
+    assert clean_wikitext(wikitext)[0] == "coastline length is 476 km and extends"
+    assert clean_wikitext("A {{rp|1}}{{convert|5|km}} b {{rp|2}}{{rp|3}}.")[0] == "A 5 kilometres b."
