@@ -169,3 +169,34 @@ def test_adjacent_templates_keep_the_rendered_one() -> None:
     wikitext = "coastline length is {{convert|476|km|0|abbr=on}}<ref>x</ref>{{rp|240}} and extends"
     assert clean_wikitext(wikitext)[0] == "coastline length is 476 km and extends"
     assert clean_wikitext("A {{rp|1}}{{convert|5|km}} b {{rp|2}}{{rp|3}}.")[0] == "A 5 kilometres b."
+
+
+def test_ingest_counts_renderings_and_repairs_and_obeys_convert_output(tmp_path) -> None:
+    from dumps import page, write_plain
+
+    from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
+    from storage.schemas import PAGES
+    from storage.shards import part_paths
+
+    wikitext = (
+        "'''Aruba''' ({{IPAc-en|ə|ˈ|r|uː|b|ə}}; {{lang|nl|Aruba}})"
+        " lies {{convert|29|km|mi}} off [[Venezuela]]."
+    )
+    dump = write_plain(tmp_path / "testwiki-20260301-pages-articles.xml", [page(1, "Aruba", wikitext)])
+    texts = {}
+    for convert_output in (False, True):
+        run_dir = tmp_path / f"run-{convert_output}"
+        cfg = IngestConfig(workers=1, convert_output=convert_output)
+        manifest = ingest(cfg, inputs_for_file(dump), run_dir, progress=False)
+        assert (manifest["stats"]["templates_rendered"], manifest["stats"]["punctuation_repaired"]) == (2, 1)
+        texts[convert_output] = pq_text(part_paths(run_dir, PAGES)[0])
+    assert texts == {
+        False: "Aruba (Aruba) lies 29 kilometres off Venezuela.",
+        True: "Aruba (Aruba) lies 29 kilometres (18 mi) off Venezuela.",
+    }
+
+
+def pq_text(path) -> str:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)["text"][0].as_py()
