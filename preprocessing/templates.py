@@ -196,6 +196,21 @@ PRONUNCIATION = frozenset({"ipa", "ipac-en", "ipac-ar", "respell", "pronunciatio
 BY_NAME: dict[str, Template] = {name: entry for entry in TEMPLATES for name in entry.names}
 
 
+def _name_pattern(name: str) -> str:
+    return r"[ _]+".join(re.escape(word) for word in name.split())
+
+
+# A quick filter the cleaner runs at each top-level template (one regex call, no slicing): could this be
+# a name of the table? `lookup` decides. MediaWiki ignores the case of a name's first letter only;
+# matching any case costs nothing and takes `{{Convert}}`, `{{CONVERT}}` alike.
+CANDIDATE_RE = re.compile(
+    r"\s*(?:template:\s*)?(?:lang-|"
+    + "|".join(_name_pattern(n) for n in sorted(BY_NAME, key=len, reverse=True))
+    + r")",
+    re.IGNORECASE,
+)
+
+
 def lookup(name: str) -> Template | None:
     """The entry rendering template `name` (already normalized, lower case), or None: it is dropped."""
     entry = BY_NAME.get(name)

@@ -8,7 +8,9 @@ character; plain text is copied by slicing and joined once per pass:
    MediaWiki treats as opaque; `<nowiki>`/`<pre>` content is kept and its markup escaped as
    character references, so no later pass sees it as markup;
 2. templates, parser functions and template parameters (`{{...}}`, `{{{...}}}`, any nesting) and
-   tables (`{| ... |}`, nested, inside or around templates) go by bracket matching;
+   tables (`{| ... |}`, nested, inside or around templates) go by bracket matching, but for the
+   templates whose output is part of the sentence (`preprocessing.templates`): a top-level one of
+   those is replaced by its rendering, as wikitext, so later passes treat its links and quotes;
 3. headings, rules, list markers, magic words, bold/italic quotes, HTML tags and external links are
    rewritten by regex;
 4. internal links become their visible text, wrapped in two private-use sentinel characters when they
@@ -21,10 +23,12 @@ character; plain text is copied by slicing and joined once per pass:
 
 Simplifications, chosen for a pre-training corpus:
 
-- No template is expanded: every `{{...}}` disappears, text-bearing ones (`{{lang|fr|Paris}}`,
-  `{{convert|5|km}}`) included. What that leaves behind is tidied: empty parentheses and leading
-  separators (`Paris ({{lang|fr|Paris}}; {{IPA|..}})` -> `Paris`), a space before punctuation, and
-  the line break of a template or table that was alone on its line.
+- No template is expanded from its source: the content-bearing ones are rendered by the table of
+  `preprocessing.templates` (`{{convert|5|km}}` -> "5 kilometres", `{{lang|fr|Paris}}` -> "Paris"),
+  all others disappear, pronunciation included. What that leaves behind is tidied and counted
+  (`punctuation_repaired`): empty parentheses, a separator opening or closing a parenthesis, a doubled
+  or line-opening separator (`Paris ({{IPA|..}}; born ...)` -> `Paris (born ...)`), a space before
+  punctuation, and the line break of a template or table that was alone on its line.
 - Bold/italic goes by apostrophe runs (2, 3 or 5 go; 4 leaves one, as in MediaWiki; longer runs are
   split greedily), without MediaWiki's balancing heuristics.
 - Every line break ends a paragraph: paragraphs and list items come out one per line.
@@ -49,6 +53,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
+from preprocessing.templates import CANDIDATE_RE as _CANDIDATE_RE
 from preprocessing.templates import Call, RenderOptions, Template, lookup
 from preprocessing.titles import LANGUAGE_CODES, decode_entities, link_namespace, normalize_title
 
@@ -196,7 +201,7 @@ def _unclosed_spans(text: str, open_runs: list[list[int]], tables: list[int]) ->
 def _merge(spans: list[tuple[int, int]], rendered: dict[tuple[int, int], str]) -> list[list]:
     """Disjoint [start, end, replacement] spans: a rendered template keeps the spans nested in it for
     itself (it rendered them already); any other overlap is dropped whole."""
-    spans.sort(key=lambda span: (span[0], -span[1]))
+    spans.sort()  # no two spans start at one place: templates, tables and stray braces start apart
     merged: list[list] = []
     for span in spans:
         start, end = span
@@ -266,6 +271,8 @@ def _template_name(raw: str) -> str:
 def _render_into(rendered: dict, text: str, span: tuple[int, int], ctx: _Context) -> None:
     """Render the top-level template at `span` if the table knows it; a failed rendering drops it."""
     start, end = span[0] + 2, span[1] - 2
+    if not _CANDIDATE_RE.match(text, start, end):
+        return  # most templates (citations, navigation): one regex call and they are known to go
     pipe = text.find("|", start, min(end, start + 80))  # no slice of a whole infobox per template
     head = text[start : end if pipe < 0 else pipe]
     if "{" in head or "[" in head or len(head) > 80:
