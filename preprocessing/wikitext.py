@@ -280,19 +280,33 @@ def _render_into(rendered: dict, text: str, span: tuple[int, int], ctx: _Context
     entry = lookup(_template_name(head))
     if entry is None:
         return
-    call = _parse_call(entry, text[start:end], ctx)
-    try:
-        shown = entry.render(call, ctx.options).strip()
-    except (ValueError, IndexError, KeyError, OverflowError):
+    body = text[start:end]
+    # a call without nested templates renders the same wherever it stands: `{{as of|2010}}`, `{{'s}}`
+    shown = _render_flat(entry, body, ctx.options) if "{" not in body else _render(entry, body, ctx)
+    if shown is None:
         ctx.counts["templates_unrenderable"] += 1  # malformed arguments: dropped like any other template
-        return
-    if shown:
+    elif shown:
         rendered[span] = shown
         ctx.counts["templates_rendered"] += 1
 
 
+@lru_cache(maxsize=1 << 14)
+def _render_flat(entry: Template, body: str, options: RenderOptions) -> str | None:
+    return _render(entry, body, _Context(options, Counter()))
+
+
+def _render(entry: Template, body: str, ctx: _Context) -> str | None:
+    """What the call shows ("" for nothing), or None when its arguments make no sense to its renderer."""
+    try:
+        return entry.render(_parse_call(entry, body, ctx), ctx.options).strip()
+    except (ValueError, IndexError, KeyError, OverflowError):
+        return None
+
+
 def _split_args(body: str) -> list[str]:
     """The call's pieces at the pipes that belong to it, not to a nested template or link."""
+    if "{" not in body and "[" not in body:
+        return body.split("|")  # the common case: nothing nested, every pipe is the call's
     pieces, depth, prev = [], 0, 0
     for m in _ARG_SPLIT_RE.finditer(body):
         token = m.group()
