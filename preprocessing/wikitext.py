@@ -515,8 +515,10 @@ _SPACE_BEFORE_END_RE = re.compile(r"([ \t]+)" + _END)
 _REPAIRS = (
     (re.compile(r" \([ ,;]*\)"), ""),
     (re.compile(r"\((?: *[,;])+ *(?=[^\s)])"), "("),
-    # a separator run before ")" goes, a doubled one keeps its first: one pattern, as commas are many
-    (re.compile(r"[,;](?=[ \t]*[,;)])(?:[ \t]*[,;])*[ \t]*"), None),
+    # a separator run before ")" goes, a doubled one keeps its first; one pattern per separator, as a
+    # literal first character is found by a fast search and a character class is tried at each position
+    (re.compile(r",(?=[ \t]*[,;)])(?:[ \t]*[,;])*[ \t]*"), None),
+    (re.compile(r";(?=[ \t]*[,;)])(?:[ \t]*[,;])*[ \t]*"), None),
     (re.compile(r"\n[ \t]*[,;][ \t]*(?=[^\s,;])"), "\n"),
 )
 _SPACE_RUNS_RE = re.compile(r"  +")
