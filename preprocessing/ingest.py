@@ -76,6 +76,12 @@ class IngestConfig(BaseModel):
     )
     duckdb_memory_limit: str = Field("2GB", description="DuckDB memory limit for the link-resolution join.")
     keep_staging: bool = Field(False, description="Keep the unresolved staged parts after a successful run.")
+    html_part_mb: int = Field(
+        256,
+        ge=1,
+        description="Enterprise HTML dumps: a part also ends after this many MB of article JSON (an "
+        "article's HTML is several times its wikitext, and a worker holds its part in memory).",
+    )
     convert_output: bool = Field(
         False,
         description="Wikitext dumps: render {{convert}} with its conversion, '5 kilometres (3.1 mi)', "
@@ -134,7 +140,13 @@ def inputs_for_file(dump: Path) -> IngestInputs:
 
 def ingest_provenance(cfg: IngestConfig, inputs: IngestInputs) -> Provenance:
     # only the part size and the rendering change what is written; workers, row groups and memory do not
-    config_hash = stable_hash({"pages_per_part": cfg.pages_per_part, "convert_output": cfg.convert_output})
+    config_hash = stable_hash(
+        {
+            "pages_per_part": cfg.pages_per_part,
+            "html_part_mb": cfg.html_part_mb,
+            "convert_output": cfg.convert_output,
+        }
+    )
     code = code_version(Path(__file__).with_name(f"{m}.py") for m in _CODE_MODULES)
     return Provenance(config_hash, inputs.hashes(), code)
 
@@ -194,7 +206,7 @@ def _plan_jobs(
         index = dumpfiles.index_path_for(dump)
         html = is_enterprise_html(dump)
         if html:
-            groups = _one_pass_groups(dump, cfg, htmldump.iter_article_lines(dump))
+            groups = _one_pass_groups(dump, cfg, htmldump.iter_article_lines(dump), cfg.html_part_mb)
         else:
             groups = _indexed_groups(dump, index, cfg) if index else _one_pass_groups(dump, cfg)
         for key, ranges, pages, errors in groups:
@@ -227,12 +239,13 @@ def _indexed_groups(dump: Path, index: Path, cfg: IngestConfig):
         yield [(r.start, r.end) for r in group], tuple(group), (), ()
 
 
-def _one_pass_groups(dump: Path, cfg: IngestConfig, pages: Iterator[str] | None = None):
-    """Runs of `pages_per_part` page strings (XML, or HTML dump lines) read in one pass; a truncated
-    file ends the last run."""
+def _one_pass_groups(dump: Path, cfg: IngestConfig, pages: Iterator[str] | None = None, max_mb: int = 0):
+    """Runs of `pages_per_part` page strings (XML, or HTML dump lines) read in one pass, or of `max_mb`
+    MB of them when that comes first (a job holds its run in memory); a truncated file ends the last."""
     batch: list[str] = []
-    number = 0
+    number = size = 0
     pages = dumpfiles.iter_page_xml(dump) if pages is None else pages
+    size_cap = ["mb", max_mb] if max_mb else []  # in the part keys only where it applies
     while True:
         try:
             batch.append(next(pages))
@@ -240,13 +253,14 @@ def _one_pass_groups(dump: Path, cfg: IngestConfig, pages: Iterator[str] | None 
             break
         except DumpFileError as exc:
             log.error("%s", exc)
-            yield ["pages", number, cfg.pages_per_part, "truncated"], (), tuple(batch), (str(exc),)
+            yield ["pages", number, cfg.pages_per_part, "truncated", *size_cap], (), tuple(batch), (str(exc),)
             return
-        if len(batch) == cfg.pages_per_part:
-            yield ["pages", number, cfg.pages_per_part], (), tuple(batch), ()
-            batch, number = [], number + 1
+        size += len(batch[-1])
+        if len(batch) == cfg.pages_per_part or (max_mb and size >= max_mb * 1_000_000):
+            yield ["pages", number, cfg.pages_per_part, *size_cap], (), tuple(batch), ()
+            batch, number, size = [], number + 1, 0
     if batch:
-        yield ["pages", number, cfg.pages_per_part], (), tuple(batch), ()
+        yield ["pages", number, cfg.pages_per_part, *size_cap], (), tuple(batch), ()
 
 
 def extract_part(job: ExtractJob) -> PartInfo:
