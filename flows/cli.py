@@ -98,7 +98,13 @@ def download(
 
 @app.command()
 def ingest(
-    dump: Annotated[Path | None, typer.Option(help="A local pages-articles .xml or .xml.bz2 file.")] = None,
+    dump: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local pages-articles .xml or .xml.bz2 file, or a Wikimedia Enterprise HTML dump "
+            "(*-ENTERPRISE-HTML.json.tar.gz)."
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Extraction processes.")] = None,
     data_root: DataRoot = Path("data"),
     run: RunName = None,

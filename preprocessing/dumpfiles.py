@@ -23,6 +23,8 @@ _MULTISTREAM_RE = re.compile(
     r"^(?P<base>.+-pages-articles-multistream)(?P<n>\d*)\.xml(?P<range>-p\d+p\d+)?\.bz2$"
 )
 _RUN_NAME_RE = re.compile(r"^(?P<wiki>[a-z0-9_]+wiki[a-z]*)-(?P<date>\d{8}|latest)-")
+# enwiki-NS0-20240601-ENTERPRISE-HTML.json.tar.gz (Wikimedia Enterprise HTML dumps)
+_ENTERPRISE_NAME_RE = re.compile(r"^(?P<wiki>[a-z0-9_]+wiki[a-z]*)-NS\d+-(?P<date>\d{8})-ENTERPRISE-HTML")
 
 
 class DumpFileError(ValueError):
@@ -40,7 +42,7 @@ class StreamRange:
 
 def run_name_for(dump: Path) -> str:
     """`{wiki}-{date}` when the dump's file name carries them, else the file name without suffixes."""
-    m = _RUN_NAME_RE.match(dump.name)
+    m = _RUN_NAME_RE.match(dump.name) or _ENTERPRISE_NAME_RE.match(dump.name)
     if m:
         return f"{m['wiki']}-{m['date']}"
     return dump.name.split(".")[0]

@@ -1,4 +1,4 @@
-"""`trelm ingest`: pages-articles XML -> `pages` and `redirects` shards.
+"""`trelm ingest`: pages-articles XML (or a Wikimedia Enterprise HTML dump) -> `pages` and `redirects`.
 
 Two phases, each resumable part by part:
 
@@ -24,11 +24,13 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from preprocessing import dumpfiles
+from preprocessing import dumpfiles, htmldump
 from preprocessing.dumpfiles import DumpFileError, StreamRange
+from preprocessing.htmldump import add_html_article, is_enterprise_html
 from preprocessing.pages import PageRows, add_page
 from preprocessing.parallel import process_pool
 from preprocessing.resolve import STAGED_PAGES, resolve_links
+from preprocessing.templates import RenderOptions
 from storage.schemas import PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
@@ -44,7 +46,18 @@ from storage.shards import (
 
 log = logging.getLogger(__name__)
 
-_CODE_MODULES = ("ingest", "resolve", "pages", "wikitext", "titles", "dumpfiles", "sqldump")
+_CODE_MODULES = (
+    "ingest",
+    "resolve",
+    "pages",
+    "wikitext",
+    "templates",
+    "units",
+    "htmldump",
+    "titles",
+    "dumpfiles",
+    "sqldump",
+)
 
 
 class IngestConfig(BaseModel):
@@ -63,6 +76,17 @@ class IngestConfig(BaseModel):
     )
     duckdb_memory_limit: str = Field("2GB", description="DuckDB memory limit for the link-resolution join.")
     keep_staging: bool = Field(False, description="Keep the unresolved staged parts after a successful run.")
+    html_part_mb: int = Field(
+        256,
+        ge=1,
+        description="Enterprise HTML dumps: a part also ends after this many MB of article JSON (an "
+        "article's HTML is several times its wikitext, and a worker holds its part in memory).",
+    )
+    convert_output: bool = Field(
+        False,
+        description="Wikitext dumps: render {{convert}} with its conversion, '5 kilometres (3.1 mi)', "
+        "instead of the value and unit alone. HTML dumps always have it (MediaWiki rendered them).",
+    )
 
 
 @dataclass(frozen=True)
@@ -90,25 +114,39 @@ class ExtractJob:
     ranges: tuple[StreamRange, ...] = ()
     pages: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    html: bool = False  # `pages` are Enterprise HTML dump lines (JSON), not page XML
+    render: RenderOptions = RenderOptions()
 
 
 def inputs_for_run(dumps_dir: Path) -> IngestInputs:
-    """The inputs of a downloaded run folder."""
+    """The inputs of a downloaded run folder: its Enterprise HTML dumps if it holds any, else its
+    pages-articles files."""
     props = sorted(dumps_dir.glob("*-page_props.sql.gz"))
-    return IngestInputs(tuple(dumpfiles.multistream_files(dumps_dir)), props[0] if props else None)
+    html = sorted(p for p in dumps_dir.glob(f"*{htmldump.SUFFIX}") if is_enterprise_html(p))
+    dumps = html or dumpfiles.multistream_files(dumps_dir)
+    return IngestInputs(tuple(dumps), props[0] if props else None)
 
 
 def inputs_for_file(dump: Path) -> IngestInputs:
     """The inputs of a single local file; a `page_props.sql.gz` of the same run beside it is used too."""
     if not dump.exists():
-        raise DumpFileError(f"{dump}: no such file; pass a pages-articles .xml or .xml.bz2 to --dump")
+        raise DumpFileError(
+            f"{dump}: no such file; pass a pages-articles .xml or .xml.bz2, or an Enterprise HTML dump "
+            f"(*-ENTERPRISE-HTML.json.tar.gz), to --dump"
+        )
     props = sorted(dump.parent.glob(f"{dumpfiles.run_name_for(dump)}-page_props.sql.gz"))
     return IngestInputs((dump,), props[0] if props else None)
 
 
 def ingest_provenance(cfg: IngestConfig, inputs: IngestInputs) -> Provenance:
-    # only the part size changes what is written; workers, row groups and memory limits do not
-    config_hash = stable_hash({"pages_per_part": cfg.pages_per_part})
+    # only the part size and the rendering change what is written; workers, row groups and memory do not
+    config_hash = stable_hash(
+        {
+            "pages_per_part": cfg.pages_per_part,
+            "html_part_mb": cfg.html_part_mb,
+            "convert_output": cfg.convert_output,
+        }
+    )
     code = code_version(Path(__file__).with_name(f"{m}.py") for m in _CODE_MODULES)
     return Provenance(config_hash, inputs.hashes(), code)
 
@@ -163,9 +201,14 @@ def _plan_jobs(
     cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, provenance: Provenance
 ) -> Iterator[ExtractJob]:
     next_index = 0
+    render = RenderOptions(convert_output=cfg.convert_output)
     for dump in inputs.dumps:
         index = dumpfiles.index_path_for(dump)
-        groups = _indexed_groups(dump, index, cfg) if index else _one_pass_groups(dump, cfg)
+        html = is_enterprise_html(dump)
+        if html:
+            groups = _one_pass_groups(dump, cfg, htmldump.iter_article_lines(dump), cfg.html_part_mb)
+        else:
+            groups = _indexed_groups(dump, index, cfg) if index else _one_pass_groups(dump, cfg)
         for key, ranges, pages, errors in groups:
             yield ExtractJob(
                 next_index,
@@ -176,6 +219,8 @@ def _plan_jobs(
                 ranges,
                 pages,
                 errors,
+                html,
+                render,
             )
             next_index += 1
 
@@ -194,11 +239,13 @@ def _indexed_groups(dump: Path, index: Path, cfg: IngestConfig):
         yield [(r.start, r.end) for r in group], tuple(group), (), ()
 
 
-def _one_pass_groups(dump: Path, cfg: IngestConfig):
-    """Runs of `pages_per_part` page strings read in one pass; a truncated file ends the last run."""
+def _one_pass_groups(dump: Path, cfg: IngestConfig, pages: Iterator[str] | None = None, max_mb: int = 0):
+    """Runs of `pages_per_part` page strings (XML, or HTML dump lines) read in one pass, or of `max_mb`
+    MB of them when that comes first (a job holds its run in memory); a truncated file ends the last."""
     batch: list[str] = []
-    number = 0
-    pages = dumpfiles.iter_page_xml(dump)
+    number = size = 0
+    pages = dumpfiles.iter_page_xml(dump) if pages is None else pages
+    size_cap = ["mb", max_mb] if max_mb else []  # in the part keys only where it applies
     while True:
         try:
             batch.append(next(pages))
@@ -206,13 +253,14 @@ def _one_pass_groups(dump: Path, cfg: IngestConfig):
             break
         except DumpFileError as exc:
             log.error("%s", exc)
-            yield ["pages", number, cfg.pages_per_part, "truncated"], (), tuple(batch), (str(exc),)
+            yield ["pages", number, cfg.pages_per_part, "truncated", *size_cap], (), tuple(batch), (str(exc),)
             return
-        if len(batch) == cfg.pages_per_part:
-            yield ["pages", number, cfg.pages_per_part], (), tuple(batch), ()
-            batch, number = [], number + 1
+        size += len(batch[-1])
+        if len(batch) == cfg.pages_per_part or (max_mb and size >= max_mb * 1_000_000):
+            yield ["pages", number, cfg.pages_per_part, *size_cap], (), tuple(batch), ()
+            batch, number, size = [], number + 1, 0
     if batch:
-        yield ["pages", number, cfg.pages_per_part], (), tuple(batch), ()
+        yield ["pages", number, cfg.pages_per_part, *size_cap], (), tuple(batch), ()
 
 
 def extract_part(job: ExtractJob) -> PartInfo:
@@ -223,7 +271,7 @@ def extract_part(job: ExtractJob) -> PartInfo:
     staged = ShardWriter(job.run_dir, STAGED_PAGES, job.provenance, compression="lz4")
     info = staged.write_part(
         job.index,
-        _article_batches(_job_pages(job, rows, errors), rows, job.rows_per_row_group),
+        _article_batches(_job_pages(job, rows, errors), rows, job),
         stats=rows.stats,
         errors=errors,
         part_fingerprint=job.part_fingerprint,
@@ -257,11 +305,14 @@ def _decode(data: bytes, rows: PageRows) -> str:
         return data.decode("utf-8", errors="replace")
 
 
-def _article_batches(page_xml: Iterator[str], rows: PageRows, per_group: int) -> Iterator[pa.Table]:
-    """Articles as tables of `per_group` rows; redirects and stats accumulate in `rows`."""
-    for xml in page_xml:
-        add_page(rows, xml)
-        if len(rows) >= per_group:
+def _article_batches(pages: Iterator[str], rows: PageRows, job: ExtractJob) -> Iterator[pa.Table]:
+    """Articles as tables of `rows_per_row_group` rows; redirects and stats accumulate in `rows`."""
+    for page in pages:
+        if job.html:
+            add_html_article(rows, page)
+        else:
+            add_page(rows, page, job.render)
+        if len(rows) >= job.rows_per_row_group:
             yield rows.take_articles()
     yield rows.take_articles()
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from preprocessing.templates import RenderOptions
 from preprocessing.titles import normalize_title
-from preprocessing.wikitext import clean_wikitext
+from preprocessing.wikitext import Link, clean_wikitext
 from storage.schemas import LINK, PAGES
 
 
@@ -20,6 +21,7 @@ class PageRows:
     page_id: list[int] = field(default_factory=list)
     rev_id: list[int] = field(default_factory=list)
     title: list[str] = field(default_factory=list)
+    qid: list[str | None] = field(default_factory=list)  # known here from HTML dumps only
     text: list[str] = field(default_factory=list)
     # links, flat and columnar (one entry per link; link_offsets[i] is where page i's links start):
     # building Arrow arrays from these is much cheaper than from a dict per link
@@ -52,7 +54,7 @@ class PageRows:
                 "page_id": pa.array(self.page_id, pa.int64()),
                 "rev_id": pa.array(self.rev_id, pa.int64()),
                 "title": pa.array(self.title, pa.string()),
-                "qid": pa.nulls(len(self), pa.string()),
+                "qid": pa.array(self.qid, pa.string()),
                 "text": pa.array(self.text, pa.large_string()),
                 "links": pa.ListArray.from_arrays(pa.array(self.link_offsets, pa.int32()), links),
             },
@@ -62,6 +64,7 @@ class PageRows:
             self.page_id,
             self.rev_id,
             self.title,
+            self.qid,
             self.text,
             self.link_start,
             self.link_end,
@@ -79,7 +82,7 @@ def _field(page: ET.Element, path: str) -> str:
     return node.text
 
 
-def add_page(rows: PageRows, page_xml: str) -> None:
+def add_page(rows: PageRows, page_xml: str, options: RenderOptions | None = None) -> None:
     """Parse one page and append it to `rows`; a page that cannot be parsed is counted by reason."""
     try:
         page = ET.fromstring(page_xml)
@@ -94,12 +97,13 @@ def add_page(rows: PageRows, page_xml: str) -> None:
         return
     redirect = page.find("redirect")
     if redirect is not None:
-        _add_redirect(rows, title, redirect.get("title"))
+        add_redirect(rows, title, redirect.get("title"))
         return
-    _add_article(rows, page, page_id, title)
+    _add_article(rows, page, page_id, title, options)
 
 
-def _add_redirect(rows: PageRows, title: str, target_raw: str | None) -> None:
+def add_redirect(rows: PageRows, title: str, target_raw: str | None) -> None:
+    """Append a redirect row, or count it as bad (no target, or one to itself)."""
     target = normalize_title(target_raw or "")
     if target is None or target == title:
         rows.stats["skipped_bad_redirect"] += 1
@@ -108,17 +112,28 @@ def _add_redirect(rows: PageRows, title: str, target_raw: str | None) -> None:
     rows.stats["redirects"] += 1
 
 
-def _add_article(rows: PageRows, page: ET.Element, page_id: int, title: str) -> None:
+def _add_article(
+    rows: PageRows, page: ET.Element, page_id: int, title: str, options: RenderOptions | None
+) -> None:
     rev_id = page.find("revision/id")
     wikitext = page.findtext("revision/text") or ""
     try:
-        text, links = clean_wikitext(wikitext)
+        text, links = clean_wikitext(wikitext, options, rows.stats)
     except Exception as exc:  # noqa: BLE001 - one bad page must not stop the shard
         rows.stats[f"skipped_bad_wikitext:{type(exc).__name__}"] += 1
         return
+    rev = int(rev_id.text) if rev_id is not None and rev_id.text else 0
+    add_article(rows, page_id, rev, title, None, text, links)
+
+
+def add_article(
+    rows: PageRows, page_id: int, rev_id: int, title: str, qid: str | None, text: str, links: list[Link]
+) -> None:
+    """Append one clean article (any reader's) with its links."""
     rows.page_id.append(page_id)
-    rows.rev_id.append(int(rev_id.text) if rev_id is not None and rev_id.text else 0)
+    rows.rev_id.append(rev_id)
     rows.title.append(title)
+    rows.qid.append(qid)
     rows.text.append(text)
     for start, end, target in links:
         rows.link_start.append(start)

@@ -49,7 +49,7 @@ def build_title_map(conn, staged: list[Path], redirects: list[Path], page_props)
     _load_qids(conn, page_props)
     conn.execute(
         f"""CREATE TABLE article AS
-        SELECT s.title, min(s.page_id) AS page_id, any_value(q.qid) AS qid
+        SELECT s.title, min(s.page_id) AS page_id, any_value(coalesce(q.qid, s.qid)) AS qid
         FROM read_parquet({_sql_list(staged)}) s LEFT JOIN qids q USING (page_id)
         GROUP BY s.title"""
     )
@@ -108,7 +108,8 @@ def _resolve_part(conn, staged_path: Path) -> tuple[pa.Table, Counter]:
     stats: Counter = Counter()
     table = pq.read_table(staged_path)
     links = _resolved_links(conn, table["links"], stats)
-    qids = _page_qids(conn, table["page_id"])
+    # page_props decides; an HTML dump's rows carry their QID already (`main_entity`)
+    qids = pc.coalesce(_page_qids(conn, table["page_id"]).cast(pa.string()), table["qid"].cast(pa.string()))
     stats["pages_with_qid"] += len(qids) - qids.null_count
     table = table.set_column(table.schema.get_field_index("links"), PAGES.schema.field("links"), links)
     table = table.set_column(table.schema.get_field_index("qid"), PAGES.schema.field("qid"), qids)

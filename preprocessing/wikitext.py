@@ -8,7 +8,9 @@ character; plain text is copied by slicing and joined once per pass:
    MediaWiki treats as opaque; `<nowiki>`/`<pre>` content is kept and its markup escaped as
    character references, so no later pass sees it as markup;
 2. templates, parser functions and template parameters (`{{...}}`, `{{{...}}}`, any nesting) and
-   tables (`{| ... |}`, nested, inside or around templates) go by bracket matching;
+   tables (`{| ... |}`, nested, inside or around templates) go by bracket matching, but for the
+   templates whose output is part of the sentence (`preprocessing.templates`): a top-level one of
+   those is replaced by its rendering, as wikitext, so later passes treat its links and quotes;
 3. headings, rules, list markers, magic words, bold/italic quotes, HTML tags and external links are
    rewritten by regex;
 4. internal links become their visible text, wrapped in two private-use sentinel characters when they
@@ -21,10 +23,12 @@ character; plain text is copied by slicing and joined once per pass:
 
 Simplifications, chosen for a pre-training corpus:
 
-- No template is expanded: every `{{...}}` disappears, text-bearing ones (`{{lang|fr|Paris}}`,
-  `{{convert|5|km}}`) included. What that leaves behind is tidied: empty parentheses and leading
-  separators (`Paris ({{lang|fr|Paris}}; {{IPA|..}})` -> `Paris`), a space before punctuation, and
-  the line break of a template or table that was alone on its line.
+- No template is expanded from its source: the content-bearing ones are rendered by the table of
+  `preprocessing.templates` (`{{convert|5|km}}` -> "5 kilometres", `{{lang|fr|Paris}}` -> "Paris"),
+  all others disappear, pronunciation included. What that leaves behind is tidied and counted
+  (`punctuation_repaired`): empty parentheses, a separator opening or closing a parenthesis, a doubled
+  or line-opening separator (`Paris ({{IPA|..}}; born ...)` -> `Paris (born ...)`), a space before
+  punctuation, and the line break of a template or table that was alone on its line.
 - Bold/italic goes by apostrophe runs (2, 3 or 5 go; 4 leaves one, as in MediaWiki; longer runs are
   split greedily), without MediaWiki's balancing heuristics.
 - Every line break ends a paragraph: paragraphs and list items come out one per line.
@@ -45,9 +49,12 @@ Malformed markup never raises and degrades locally:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
+from preprocessing.templates import CANDIDATE_RE as _CANDIDATE_RE
+from preprocessing.templates import Call, RenderOptions, Template, lookup
 from preprocessing.titles import LANGUAGE_CODES, decode_entities, link_namespace, normalize_title
 
 
@@ -153,13 +160,16 @@ def _strip_elements(text: str) -> str:
 _STRUCTURE_RE = re.compile(r"\{(\{+)|\}(\}+)|\n[ \t]*:*[ \t]*\{(\|)|\n[ \t]*\|(?=\})")
 
 
-def _close_braces(open_runs: list[list[int]], spans: list[tuple[int, int]], pos: int, count: int) -> None:
+def _close_braces(open_runs: list[list[int]], spans: list[tuple[int, int]], pos: int, count: int):
     """Match a run of `count` closing braces at `pos` against the open runs, as MediaWiki pairs them.
 
-    Each open run is [start, braces still open]; a match takes 3 braces (a parameter) when both sides
-    have them, else 2 (a template). A run left with one brace is closed, the brace going with it.
+    Each open run is [start, braces still open, braces it opened with]; a match takes 3 braces (a
+    parameter) when both sides have them, else 2 (a template). A run left with one brace is closed,
+    the brace going with it. Returns the span of a template this closed at the top level, if any: the
+    only ones worth rendering, as a template inside a dropped one goes with it.
     """
     end = pos
+    top = None
     while count >= 2 and open_runs:
         run = open_runs[-1]
         n = 3 if count >= 3 and run[1] >= 3 else 2
@@ -169,15 +179,18 @@ def _close_braces(open_runs: list[list[int]], spans: list[tuple[int, int]], pos:
         if run[1] < 2:
             open_runs.pop()
             spans.append((run[0], end))
+            if not open_runs and run[2] == 2 and run[1] == 0:
+                top = (run[0], end)
     if count >= 2 and not open_runs:
         spans.append((end, end + count))  # stray closing braces are markup debris
+    return top
 
 
 def _unclosed_spans(text: str, open_runs: list[list[int]], tables: list[int]) -> list[tuple[int, int]]:
     """An unclosed `{{` drops the rest of its line, an unclosed table the rest of the page."""
     spans = [(start, len(text)) for start in tables]
     line_end = -1
-    for start, _ in open_runs:
+    for start, *_ in open_runs:
         if start > line_end:  # runs come in order: one search per line keeps this linear
             line_end = text.find("\n", start)
             line_end = len(text) if line_end < 0 else line_end
@@ -185,29 +198,39 @@ def _unclosed_spans(text: str, open_runs: list[list[int]], tables: list[int]) ->
     return spans
 
 
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
-    spans.sort()
+def _merge(spans: list[tuple[int, int]], rendered: dict[tuple[int, int], str]) -> list[list]:
+    """Disjoint [start, end, replacement] spans: a rendered template keeps the spans nested in it for
+    itself (it rendered them already); any other overlap is dropped whole."""
+    spans.sort()  # no two spans start at one place: templates, tables and stray braces start apart
     merged: list[list] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
+    for span in spans:
+        start, end = span
+        shown = rendered.get(span, "")
+        last = merged[-1] if merged else None
+        # adjacent spans merge only when both go: `{{convert|..}}{{rp|..}}` keeps its rendering
+        if last and (start < last[1] or (start == last[1] and not last[2] and not shown)):
+            if not (last[2] and end <= last[1]):
+                last[1:] = [max(last[1], end), ""]
         else:
-            merged.append([start, end, ""])
+            merged.append([start, end, shown])
     return merged
 
 
-def _strip_templates_and_tables(text: str) -> str:
+def _strip_templates_and_tables(text: str, ctx: _Context) -> str:
     if "{" not in text and "}}" not in text:
         return text
     spans: list[tuple[int, int]] = []
     open_runs: list[list[int]] = []
     tables: list[int] = []
+    rendered: dict[tuple[int, int], str] = {}
     for m in _STRUCTURE_RE.finditer(text):
         group = m.lastindex
         if group == 1:
-            open_runs.append([m.start(), m.end() - m.start()])
+            open_runs.append([m.start(), m.end() - m.start(), m.end() - m.start()])
         elif group == 2:
-            _close_braces(open_runs, spans, m.start(), m.end() - m.start())
+            top = _close_braces(open_runs, spans, m.start(), m.end() - m.start())
+            if top is not None and not tables:  # one in a table goes with the table
+                _render_into(rendered, text, top, ctx)
         elif open_runs:
             continue  # table syntax inside a template goes with the template
         elif group == 3:
@@ -215,12 +238,99 @@ def _strip_templates_and_tables(text: str) -> str:
         elif tables:  # a table's closing `|}`: the regex stops before its '}'
             spans.append((tables.pop(), m.end() + 1))
     spans += _unclosed_spans(text, open_runs, tables)
-    merged = _merge(spans)
+    merged = _merge(spans, rendered)
     for span in merged:
-        # One alone on its line takes the line break too: an empty line would read as a paragraph break.
-        if text[span[0] - 1] == "\n" and text[span[1] : span[1] + 1] == "\n":
+        if span[2]:
+            continue
+        before, after = text[span[0] - 1], text[span[1] : span[1] + 1]
+        # One dropped alone on its line takes the line break too: an empty line reads as a paragraph break.
+        if before == "\n" and after == "\n":
             span[1] += 1
+        # "''{{FRO}}''" would leave four apostrophes (one shown, then bold): a break keeps the runs apart.
+        elif before == "'" and after == "'":
+            span[2] = _BREAK
     return _cut(text, merged)
+
+
+# --- 2b. rendering the templates that carry content (the table is in `preprocessing.templates`) ----
+
+_ARG_SPLIT_RE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\|")
+
+
+class _Context(NamedTuple):
+    options: RenderOptions
+    counts: Counter
+
+
+@lru_cache(maxsize=4096)
+def _template_name(raw: str) -> str:
+    name = " ".join(raw.replace("_", " ").split()).lower()
+    return name[9:].lstrip() if name.startswith("template:") else name
+
+
+def _render_into(rendered: dict, text: str, span: tuple[int, int], ctx: _Context) -> None:
+    """Render the top-level template at `span` if the table knows it; a failed rendering drops it."""
+    start, end = span[0] + 2, span[1] - 2
+    if not _CANDIDATE_RE.match(text, start, end):
+        return  # most templates (citations, navigation): one regex call and they are known to go
+    pipe = text.find("|", start, min(end, start + 80))  # no slice of a whole infobox per template
+    head = text[start : end if pipe < 0 else pipe]
+    if "{" in head or "[" in head or len(head) > 80:
+        return  # a computed name ({{ {{x}} }}) or no name at all: dropped
+    entry = lookup(_template_name(head))
+    if entry is None:
+        return
+    body = text[start:end]
+    # a call without nested templates renders the same wherever it stands: `{{as of|2010}}`, `{{'s}}`
+    shown = _render_flat(entry, body, ctx.options) if "{" not in body else _render(entry, body, ctx)
+    if shown is None:
+        ctx.counts["templates_unrenderable"] += 1  # malformed arguments: dropped like any other template
+    elif shown:
+        rendered[span] = shown
+        ctx.counts["templates_rendered"] += 1
+
+
+@lru_cache(maxsize=1 << 14)
+def _render_flat(entry: Template, body: str, options: RenderOptions) -> str | None:
+    return _render(entry, body, _Context(options, Counter()))
+
+
+def _render(entry: Template, body: str, ctx: _Context) -> str | None:
+    """What the call shows ("" for nothing), or None when its arguments make no sense to its renderer."""
+    try:
+        return entry.render(_parse_call(entry, body, ctx), ctx.options).strip()
+    except (ValueError, IndexError, KeyError, OverflowError):
+        return None
+
+
+def _split_args(body: str) -> list[str]:
+    """The call's pieces at the pipes that belong to it, not to a nested template or link."""
+    if "{" not in body and "[" not in body:
+        return body.split("|")  # the common case: nothing nested, every pipe is the call's
+    pieces, depth, prev = [], 0, 0
+    for m in _ARG_SPLIT_RE.finditer(body):
+        token = m.group()
+        if token == "|":
+            if depth == 0:
+                pieces.append(body[prev : m.start()])
+                prev = m.end()
+        else:
+            depth = depth + 1 if token[0] in "{[" else max(depth - 1, 0)
+    pieces.append(body[prev:])
+    return pieces
+
+
+def _parse_call(entry: Template, body: str, ctx: _Context) -> Call:
+    call = Call(entry.names[0])
+    for piece in _split_args(body)[1:]:
+        if "{" in piece:  # nested templates render (or go) before their caller sees them
+            piece = _strip_templates_and_tables(f"\n{piece}\n", ctx)
+        key, eq, value = piece.partition("=")
+        if eq and "[" not in key and "<" not in key:
+            call.named[key.strip().lower()] = value.strip()
+        else:
+            call.positional.append(piece.strip())
+    return call
 
 
 # --- 3. line and inline markup ------------------------------------------------------------------
@@ -398,9 +508,19 @@ def _drop_stray_brackets(text: str) -> str:
 
 _SPACE_AFTER_START_RE = re.compile(_START + r"([ \t]+)")
 _SPACE_BEFORE_END_RE = re.compile(r"([ \t]+)" + _END)
-# "Paris ({{lang|..}}, {{IPA|..}})" leaves "Paris (, )": drop such husks, and a separator opening one.
-_EMPTY_PARENS_RE = re.compile(r" \([ ,;]*\)")
-_PAREN_SEPARATOR_RE = re.compile(r"\((?: *[,;])+ *(?=[\w" + _START + "])")
+# What dropped templates leave, and what each becomes: "Paris ({{IPA|..}}, {{IPAc-en|..}})" leaves
+# "Paris (, )" (goes), "(; born" -> "(born", "A, , B" -> "A, B", "(X, )" -> "(X)", a line opening
+# "; Y" -> "Y". One pass each: every pattern starts with a literal character, so the engine skips to
+# candidates (one alternation of them all tries each position, 10x slower).
+_REPAIRS = (
+    (re.compile(r" \([ ,;]*\)"), ""),
+    (re.compile(r"\((?: *[,;])+ *(?=[^\s)])"), "("),
+    # a separator run before ")" goes, a doubled one keeps its first; one pattern per separator, as a
+    # literal first character is found by a fast search and a character class is tried at each position
+    (re.compile(r",(?=[ \t]*[,;)])(?:[ \t]*[,;])*[ \t]*"), None),
+    (re.compile(r";(?=[ \t]*[,;)])(?:[ \t]*[,;])*[ \t]*"), None),
+    (re.compile(r"\n[ \t]*[,;][ \t]*(?=[^\s,;])"), "\n"),
+)
 _SPACE_RUNS_RE = re.compile(r"  +")
 # "word {{template}}, next" or "word&nbsp;{{template}}." leave a space before the punctuation.
 # A short line without a letter or a digit ("." after a citation template alone on its line) is debris;
@@ -409,7 +529,7 @@ _WORDLESS_RE = re.compile(r"[^\w" + _START + "]*")
 _SPACE_BEFORE_PUNCTUATION_RE = re.compile(r" ([,.;!?)])(?=[\s" + _END + r"]|\Z)")
 
 
-def _finish(text: str) -> str:
+def _finish(text: str, counts: Counter) -> str:
     if _BREAK in text:
         text = text.replace(_BREAK, "")
     # A reference decoding to a space at an anchor's edge (`[[X|&nbsp;y]]`) must end up outside it.
@@ -421,8 +541,8 @@ def _finish(text: str) -> str:
         text = text.replace("\t", " ")
     if edge_refs:
         text = _SPACE_BEFORE_END_RE.sub(_END + r"\1", _SPACE_AFTER_START_RE.sub(r"\1" + _START, text))
-    if "(" in text:
-        text = _PAREN_SEPARATOR_RE.sub("(", _EMPTY_PARENS_RE.sub("", text))
+    if "(" in text or ",," in text or ";" in text:
+        text = _repair_punctuation(text, counts)
     if "  " in text:
         text = _SPACE_RUNS_RE.sub(" ", text)
     text = _SPACE_BEFORE_PUNCTUATION_RE.sub(r"\1", text)
@@ -430,6 +550,25 @@ def _finish(text: str) -> str:
     # sentinels are no whitespace, and anchors hold none at their edges, so no anchor loses a character.
     lines = [line.strip() for line in text.split("\n")]
     return "\n".join(line for line in lines if len(line) > 3 or (line and not _WORDLESS_RE.fullmatch(line)))
+
+
+def _separator_run(m: re.Match) -> str:
+    run = m.group()
+    if m.string[m.end() : m.end() + 1] == ")":
+        return ""
+    return run[0] + " " if run[-1] in " \t" else run[0]
+
+
+def _repair_punctuation(text: str, counts: Counter) -> str:
+    """Tidy the punctuation dropped templates leave; each repair is counted, so the stage reports how
+    much text it had to mend."""
+    repaired = 0
+    for pattern, repl in _REPAIRS:
+        text, n = pattern.subn(_separator_run if repl is None else repl, text)
+        repaired += n
+    if repaired:
+        counts["punctuation_repaired"] += repaired
+    return text
 
 
 def _extract_links(text: str, targets: list[str]) -> tuple[str, list[Link]]:
@@ -447,12 +586,43 @@ def _extract_links(text: str, targets: list[str]) -> tuple[str, list[Link]]:
     return "".join(pieces).replace(_END, ""), links
 
 
-def clean_wikitext(wikitext: str) -> tuple[str, list[Link]]:
-    """Plain text of a page's wikitext, and its links to articles (offsets into that text)."""
+def clean_wikitext(
+    wikitext: str, options: RenderOptions | None = None, stats: Counter | None = None
+) -> tuple[str, list[Link]]:
+    """Plain text of a page's wikitext, and its links to articles (offsets into that text).
+
+    `options` chooses how content templates render (`preprocessing.templates`); `stats`, if given,
+    receives the counts of rendered templates and of punctuation repairs.
+    """
+    ctx = _Context(options or _DEFAULT_OPTIONS, Counter() if stats is None else stats)
     text = wikitext.replace("\r\n", "\n") if "\r" in wikitext else wikitext
     if any(c in text for c in (_START, _END, _BREAK)):
         text = text.translate(_SENTINELS)
     # The leading and trailing newlines let line-start and line-end patterns work at the edges.
-    text = _strip_templates_and_tables(_strip_elements(f"\n{text}\n"))
+    text = _strip_templates_and_tables(_strip_elements(f"\n{text}\n"), ctx)
     marked, targets = _render_links(_strip_inline_markup(text))
-    return _extract_links(_finish(marked), targets)
+    return _extract_links(_finish(marked, ctx.counts), targets)
+
+
+_DEFAULT_OPTIONS = RenderOptions()
+
+
+# --- for other readers of the same `pages` contract (`preprocessing.htmldump`) -----------------------
+
+
+def plain_piece(text: str) -> str:
+    """Text that is already plain (an HTML text node), made safe to mix with marked text: sentinels
+    dropped, `&` escaped (the finishing pass decodes references), line breaks made spaces."""
+    if any(c in text for c in (_START, _END, _BREAK)):
+        text = text.translate(_SENTINELS)
+    return text.replace("&", "&amp;").replace("\n", " ")
+
+
+def append_anchor(out: list[str], anchor: str) -> bool:
+    """Append an article link's anchor, marked as this module marks them; False when it shows nothing."""
+    return _append_anchor(out, anchor)
+
+
+def finish_marked(marked: str, targets: list[str], counts: Counter) -> tuple[str, list[Link]]:
+    """Whitespace, punctuation repair and link offsets, as for wikitext, of text marked by `append_anchor`."""
+    return _extract_links(_finish(marked, counts), targets)

@@ -183,8 +183,8 @@ def test_html_tags_go_and_their_text_stays() -> None:
 def test_magic_words_and_empty_parentheses() -> None:
     assert spans("__NOTOC__\nText __TOC__ here.") == ("Text here.", [])
     wikitext = (
-        "'''Paris''' ({{lang-fr|Paris}}, {{IPA|pa}}) is the capital. "
-        "'''Rome''' ({{lang-it|Roma}}; born [[Italy]]) too."
+        "'''Paris''' ({{IPAc-en|p|æ|r|ɪ|s}}, {{IPA|pa}}) is the capital. "
+        "'''Rome''' ({{respell|ROHM}}; born [[Italy]]) too."
     )
     assert spans(wikitext) == ("Paris is the capital. Rome (born Italy) too.", [(33, 38, "Italy", "Italy")])
 
@@ -317,8 +317,9 @@ def test_realistic_page() -> None:
     assert [(text[ln.start : ln.end], ln.target) for ln in links] == REALISTIC_ANCHORS
     assert text.splitlines()[0] == (
         "Paris is the capital and most populous city of France. With an estimated population of "
-        "2,102,650 residents in January 2023 in an area of more than, Paris is the fourth-most populous "
-        "city in the European Union and the 30th most densely populated city in the world in 2022."
+        "2,102,650 residents in January 2023 in an area of more than 105 square kilometres, Paris is the "
+        "fourth-most populous city in the European Union and the 30th most densely populated city in the "
+        "world in 2022."
     )
     assert text.splitlines()[-4:] == [
         "Notre-Dames gothic towers and its buttresses.",
