@@ -115,7 +115,8 @@ def si_throughput(run_dir: Path, model: Path, device: str) -> dict:
 
     files = [str(p) for p in sorted((run_dir / "instances" / "v1").glob("part-*.parquet"))]
     rows = duckdb.sql(
-        "SELECT input_ids, list_transform(entities, e -> [e.tok_start, e.tok_end]) FROM read_parquet($f)",
+        "SELECT input_ids, list_transform(entities, lambda e: [e.tok_start, e.tok_end]) "
+        "FROM read_parquet($f)",
         params={"f": files},
     ).fetchall()
     cfg = SIConfig(encoder=str(model), device=device, dtype="bfloat16" if device == "cuda" else "float32")
@@ -227,7 +228,8 @@ def print_report(report: dict) -> None:
     print(f"device: {report['device']} ({report['date']}), model: {report['model']}")
     si = report["si"]
     print(f"SI scoring: {si['mentions']} mentions in {si['seconds']:.2f} s = {si['mentions_per_s']:.0f}/s")
-    print("| variant | loss first | loss last | tokens/s | step s | peak GPU MB |\n|---|---|---|---|---|---|")
+    print("| variant | loss first | loss last | tokens/s | step s | peak MB (GPU allocated; CPU RSS) |")
+    print("|---|---|---|---|---|---|")
     for name, v in report["variants"].items():
         print(
             f"| {name} | {v['loss_first']:.3f} | {v['loss_last']:.3f} | {v['tokens_per_s']:.0f} | "
