@@ -10,6 +10,9 @@ knowledge assessing (Eq. 2-3, `trelm.losses`).
   as `inputs_embeds`, so the backbone still adds its position / token-type embeddings and LayerNorm. Every
   token of the span gets the same I_p. Ablations: `inject_knowledge=False` puts E_p in place of h_e,
   `memory_bank=False` sets lambda = 0. Eq. 8: `ModelConfig.lambda_at(epoch)`.
+- Extension (ours, off by default): `cka_plain_view=True` adds CKA on the plain-token view of the same
+  batch, so a fact CKA learns is also decodable from the entity's own word pieces (issue 12's diagnostic:
+  with the paper's CKA the decoder reads the fact from h_e and not from plain tokens).
 - CKA decoder (the paper leaves it open; DKPLM, which it cites, decodes tail tokens from the head entity):
   a non-autoregressive *query decoder*. The query of the i-th tail token is
   h_d^i = LayerNorm(GELU(W_d (pool(head span) + R[r] + P[i]) + b_d)), with pool the mean of the last-layer
@@ -214,6 +217,11 @@ class TrelmModel(nn.Module):
         if negatives is None:
             negatives = self.sample_negatives(batch)
         cka = cka_loss(self._cka_logits(batch, hidden, negatives, copies=1))
+        if self.cfg.cka_plain_view:
+            # the extension: the same targets decoded from the head's own word pieces (no h_e, no memory),
+            # so the backbone, not only W_k, has to hold the fact
+            plain = self._encode(batch.plain(), 0.0)
+            cka = (cka + cka_loss(self._cka_logits(batch, plain, negatives, copies=1))) / 2
         return TrelmOutput(total_loss(mlm, cka, self.cfg.theta), mlm, cka, hidden, hidden[:, 0])
 
     def _mlm_head(self) -> nn.Module:
@@ -250,6 +258,21 @@ class TrelmModel(nn.Module):
             self.cfg.in_batch_negatives,
             groups,
         )
+
+    @torch.no_grad()
+    def cka_candidate_scores(self, batch: Batch, lam: float, candidates: torch.Tensor) -> torch.Tensor:
+        """[C, n]: the CKA decoder's score f(h_d^1, y) of each candidate token y for the first tail token of
+        every target (a diagnostic: pass `batch.plain()` to read the decoder from plain tokens)."""
+        hidden = self._encode(batch, lam)
+        head = batch.cka_entity
+        pooled = span_mean(
+            hidden, batch.attention_mask, batch.ent_batch[head], batch.ent_start[head], batch.ent_end[head]
+        )
+        x = pooled + self.relation_emb(batch.cka_rel) + self.cka_position.weight[0]
+        query = self.cka_norm(nn.functional.gelu(self.cka_dense(x)))
+        output = self.mlm.get_output_embeddings()
+        bias = output.bias[candidates] if output.bias is not None else 0.0
+        return query @ output.weight[candidates].T + bias
 
     def cka_probability(self, batch: Batch, lam: float, negatives: torch.Tensor, repeat: int) -> torch.Tensor:
         """[repeat, n_tail_tokens]: Eq. 9's P_x, the sampled-softmax probability of each correct tail token,

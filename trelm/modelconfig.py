@@ -67,6 +67,12 @@ class ModelConfig(BaseModel):
     in_batch_negatives: bool = Field(
         True, description="Also use the batch's other tail tokens as negatives in Eq. 2."
     )
+    cka_plain_view: bool = Field(
+        False,
+        description="Extension (not in the paper): CKA also from the plain-token view of the sequence (no "
+        "Eq. 7 anywhere, the head entity's own word pieces), averaged with the injected view's loss, so "
+        "what CKA learns is reachable from plain tokens. False: the paper's CKA on the injected view only.",
+    )
     max_tail_tokens: int = Field(
         8, ge=1, description="Tail-entity tokens decoded per CKA target, h_d^1..h_d^L (Eq. 2)."
     )
