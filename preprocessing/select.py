@@ -507,7 +507,8 @@ def _write_long_tail_words(
             HAVING count(*) BETWEEN {cfg.word_min_count} AND {cfg.long_tail_word_max_count} ORDER BY 1"""
     ).to_arrow_table()
     ids = [i for i in counts.column("token_id").to_pylist() if i not in special]
-    keep = pa.array([i not in special for i in counts.column("token_id").to_pylist()])
+    # typed: with no token in the count range the list is empty, and an untyped empty array cannot filter
+    keep = pa.array([i not in special for i in counts.column("token_id").to_pylist()], pa.bool_())
     counts = counts.filter(keep)
     table = counts.append_column("token", pa.array(tokenizer.convert_ids_to_tokens(ids), pa.string()))
     writer = ShardWriter(run_dir, LONG_TAIL_WORDS, provenance).open()
