@@ -44,6 +44,11 @@ from trelm.evaluate.candidates import SPLITS, largest_difference, rescore, score
 
 CORE = ("mlm_only", "no_injection", "no_memory", "no_routing", "trelm")
 EXTENSION = "trelm_plain_cka"
+# the extension's other view and its routing ablation: (trainer variant, model, routing overrides)
+EXTENSION_ABLATIONS = {
+    "trelm_plain_span": (EXTENSION, {"cka_plain_view": "span"}, {}),
+    "trelm_plain_cka_no_routing": (EXTENSION, {}, {"enabled": False}),
+}
 # cheaper attribution (issue 12, point 6): each a trelm run with these routing settings
 ROUTING_OPTIONS = {
     "trelm_refresh1": {"refresh_every": 1},
@@ -150,7 +155,7 @@ def vocabulary_texts(persons: list[dict], pages: list[dict]) -> list[str]:
     probes = [
         t.replace("[X]", p["name"]).replace("[Y]", "") for p in persons for _, _, t, _ in world.RELATIONS
     ]
-    objects = [w for *_, objs in world.RELATIONS for w in objs.split()]
+    objects = [w for *_, objs in world.RELATIONS for w in objs.split()] + [r[1] for r in world.RELATIONS]
     return [page["text"] for page in pages] + probes + objects + [f"a {w}" for w in objects]
 
 
@@ -239,14 +244,14 @@ def check_no_answer_in_input(facts: list[dict], tokenizer) -> None:
 # ---------------------------------------------------------------- training runs
 
 
-def run_config(variant: str, name: str, seed: int, warm: Path, args, routing: dict):
+def run_config(variant: str, name: str, seed: int, warm: Path, args, model: dict, routing: dict):
     from trelm.config import PretrainConfig
 
     return PretrainConfig.model_validate(
         {
             "variant": variant,
             "name": name,
-            "model": {"backbone": str(warm), "init": "pretrained"},
+            "model": {"backbone": str(warm), "init": "pretrained", **model},
             "routing": {"refresh_every": args.refresh_every, "max_targets": args.max_targets, **routing},
             "train": {
                 "micro_batch_size": args.micro_batch,
@@ -552,14 +557,16 @@ def diagnostic_means(records: dict) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def variant_plan(args) -> list[tuple[str, str, dict, list[int]]]:
-    """(name, trainer variant, routing overrides, seeds) of every run."""
+def variant_plan(args) -> list[tuple[str, str, dict, dict, list[int]]]:
+    """(name, trainer variant, model overrides, routing overrides, seeds) of every run."""
     seeds = list(range(args.seeds))
-    plan = [(v, v, {}, seeds) for v in CORE]
+    few = seeds[: args.option_seeds]
+    plan = [(v, v, {}, {}, seeds) for v in CORE]
     if not args.no_extension:
-        plan.append((EXTENSION, EXTENSION, {}, seeds))
+        plan.append((EXTENSION, EXTENSION, {}, {}, seeds))
+        plan += [(n, v, m, r, few) for n, (v, m, r) in EXTENSION_ABLATIONS.items()]
     if not args.no_routing_options:
-        plan += [(n, "trelm", r, seeds[: args.routing_option_seeds]) for n, r in ROUTING_OPTIONS.items()]
+        plan += [(n, "trelm", {}, r, few) for n, r in ROUTING_OPTIONS.items()]
     return [p for p in plan if not args.only or p[0] in args.only]
 
 
@@ -598,9 +605,9 @@ def run_all(args, out: Path) -> dict:
         flush=True,
     )
     records: dict[str, dict] = {}
-    for name, variant, routing, seeds in variant_plan(args):
+    for name, variant, model, routing, seeds in variant_plan(args):
         for seed in seeds:
-            cfg = run_config(variant, f"{name}-seed{seed}", seed, work / "warm_start", args, routing)
+            cfg = run_config(variant, f"{name}-seed{seed}", seed, work / "warm_start", args, model, routing)
             records.setdefault(name, {})[str(seed)] = train_variant(cfg, run_dir, out, facts, warm_scores)
             print("  " + progress_line(name, seed, records[name][str(seed)]), flush=True)
     return assemble(args, records, warm, warm_scores, facts, time.perf_counter() - started)
@@ -689,7 +696,9 @@ def parse_args(argv=None):
     parser.add_argument("--only", nargs="*", help="Run only these variant names.")
     parser.add_argument("--no-extension", action="store_true")
     parser.add_argument("--no-routing-options", action="store_true")
-    parser.add_argument("--routing-option-seeds", type=int, default=1)
+    parser.add_argument(
+        "--option-seeds", type=int, default=1, help="Seeds of the extension's ablations and routing options."
+    )
     parser.add_argument("--steps", type=int)
     parser.add_argument(
         "--curve-points", type=int, default=6, help="Checkpoints per run for the wall-time curve."

@@ -31,8 +31,10 @@ def test_plain_view_cka_reaches_the_head_entitys_own_tokens(bert):  # noqa: F811
     decoder.weight = torch.nn.Parameter(decoder.weight.detach().clone())
     paper, cfg = _model(mlm, tok, memory_bank=False)
     assert _head_token_grad(paper, cfg, tok) == 0  # Eq. 7 replaced those tokens by h_e
-    extension, cfg = _model(mlm, tok, memory_bank=False, cka_plain_view=True)
-    assert _head_token_grad(extension, cfg, tok) > 0
+    for view in ("span", "cloze"):
+        extension, cfg = _model(mlm, tok, memory_bank=False, cka_plain_view=view)
+        extension.set_relation_tokens(RELATION_TOKENS(tok))
+        assert _head_token_grad(extension, cfg, tok) > 0
 
 
 def test_plain_view_changes_only_the_cka_loss(bert):  # noqa: F811
@@ -42,9 +44,31 @@ def test_plain_view_changes_only_the_cka_loss(bert):  # noqa: F811
     batch = _batch(paper, cfg, tok)
     negatives = paper.sample_negatives(batch, torch.Generator().manual_seed(1))
     a = paper(batch, 0.3, negatives)
-    paper.cfg = paper.cfg.model_copy(update={"cka_plain_view": True})
-    b = paper(batch, 0.3, negatives)
-    assert torch.equal(a.mlm_loss, b.mlm_loss) and not torch.equal(a.cka_loss, b.cka_loss)
+    paper.set_relation_tokens(RELATION_TOKENS(tok))
+    for view in ("span", "cloze"):
+        paper.cfg = paper.cfg.model_copy(update={"cka_plain_view": view})
+        b = paper(batch, 0.3, negatives)
+        assert torch.equal(a.mlm_loss, b.mlm_loss) and not torch.equal(a.cka_loss, b.cka_loss)
+
+
+def RELATION_TOKENS(tok) -> list[list[int]]:  # noqa: N802
+    """Labels of the three relations of test_trelm_model's rows, as token ids."""
+    v = tok.get_vocab()
+    return [[v["capital"], v["of"]], [v["on"]], [v["is"], v["a"]]]
+
+
+def test_cloze_inputs_are_head_tokens_relation_tokens_and_masks(bert):  # noqa: F811
+    mlm, tok = bert
+    model, cfg = _model(mlm, tok, memory_bank=False, cka_plain_view="cloze")
+    model.set_relation_tokens(RELATION_TOKENS(tok))
+    batch = _batch(model, cfg, tok)
+    ids, labels = model._cloze_inputs(batch)
+    v = tok.get_vocab()
+    # the first target of the rows: "cat" (kg 20), relation 1 ("on"), tail "mat dog"
+    row = [t for t in ids[0].tolist() if t != v["[PAD]"]]
+    assert row == [v["[CLS]"], v["cat"], v["on"], v["[MASK]"], v["[MASK]"], v["[SEP]"]]
+    assert labels[0][labels[0] != -100].tolist() == [v["mat"], v["dog"]]
+    assert (labels != -100).sum() == batch.cka_tail_mask.sum()  # every tail token predicted once
 
 
 def test_candidate_scores_match_the_cka_logits_of_the_first_tail_token(bert):  # noqa: F811
@@ -64,8 +88,10 @@ def test_candidate_scores_match_the_cka_logits_of_the_first_tail_token(bert):  #
 
 def test_the_extension_is_a_variant_with_its_own_switch():
     eff = PretrainConfig(variant="trelm_plain_cka").effective()
-    assert eff.model.cka_plain_view and eff.routing.enabled and eff.model.inject_knowledge
-    assert not PretrainConfig(variant="trelm").effective().model.cka_plain_view
+    assert eff.model.cka_plain_view == "cloze" and eff.routing.enabled and eff.model.inject_knowledge
+    assert PretrainConfig(variant="trelm").effective().model.cka_plain_view == "off"
+    span = PretrainConfig(variant="trelm_plain_cka", model={"cka_plain_view": "span"}).effective()
+    assert span.model.cka_plain_view == "span"
 
 
 def test_rescoring_the_exports_reproduces_the_results(bert, tmp_path):  # noqa: F811

@@ -63,7 +63,7 @@ class PretrainConfig(BaseModel):
         "trelm",
         description="trelm (all parts); mlm_only (continued MLM of the backbone); no_injection (no KG "
         "embedding in Eq. 7); no_memory (no KMB: lambda = 0); no_routing (every parameter trains); "
-        "trelm_plain_cka (our extension, not the paper's: trelm with model.cka_plain_view on).",
+        "trelm_plain_cka (our extension, not the paper's: trelm with model.cka_plain_view, default cloze).",
     )
     name: str | None = Field(None, description="Checkpoint folder under checkpoints/ (default: the variant).")
     compare: list[Variant] = Field(
@@ -101,8 +101,9 @@ class PretrainConfig(BaseModel):
             model = model.model_copy(update={"memory_bank": False})
         elif self.variant == "no_routing":
             routing = routing.model_copy(update={"enabled": False})
-        elif self.variant == "trelm_plain_cka":
-            model = model.model_copy(update={"cka_plain_view": True})
+        elif self.variant == "trelm_plain_cka" and model.cka_plain_view == "off":
+            # the variant's default view; a config may pick "span" instead
+            model = model.model_copy(update={"cka_plain_view": "cloze"})
         if not model.cka and routing.enabled:
             # attribution is taken on the CKA answer's probability (Eq. 9): without CKA there is no target
             routing = routing.model_copy(update={"enabled": False})

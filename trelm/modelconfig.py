@@ -67,11 +67,13 @@ class ModelConfig(BaseModel):
     in_batch_negatives: bool = Field(
         True, description="Also use the batch's other tail tokens as negatives in Eq. 2."
     )
-    cka_plain_view: bool = Field(
-        False,
-        description="Extension (not in the paper): CKA also from the plain-token view of the sequence (no "
-        "Eq. 7 anywhere, the head entity's own word pieces), averaged with the injected view's loss, so "
-        "what CKA learns is reachable from plain tokens. False: the paper's CKA on the injected view only.",
+    cka_plain_view: Literal["off", "span", "cloze"] = Field(
+        "off",
+        description="Extension (ours, not the paper's): CKA's targets also learned from plain tokens, so the "
+        "knowledge is reachable without Eq. 7. span: the CKA decoder on the plain-token encoding of the same "
+        "sequence; cloze: the MLM head predicts the tail at [MASK]s after the head entity's own tokens and "
+        "the relation label's tokens ([CLS] head relation [MASK].. [SEP]), the path a cloze probe reads. "
+        "The view's loss is averaged with CKA's. off: the paper's CKA on the injected view only.",
     )
     max_tail_tokens: int = Field(
         8, ge=1, description="Tail-entity tokens decoded per CKA target, h_d^1..h_d^L (Eq. 2)."
