@@ -78,8 +78,29 @@ FILLERS = (
     "Few people remember this today .",
 )
 SYLLABLES = (
-    "ka", "lo", "mi", "ru", "ta", "ve", "zo", "ni", "sa", "po", "qe", "bu",
-    "fa", "di", "ro", "xe", "ly", "ga", "tu", "ne", "vi", "ko", "ma",
+    "ka",
+    "lo",
+    "mi",
+    "ru",
+    "ta",
+    "ve",
+    "zo",
+    "ni",
+    "sa",
+    "po",
+    "qe",
+    "bu",
+    "fa",
+    "di",
+    "ro",
+    "xe",
+    "ly",
+    "ga",
+    "tu",
+    "ne",
+    "vi",
+    "ko",
+    "ma",
 )
 HEAD_QID, OBJECT_QID = 900_000_000, 800_000_000
 
@@ -87,8 +108,8 @@ HEAD_QID, OBJECT_QID = 900_000_000, 800_000_000
 @dataclass
 class WorldConfig:
     long_tail_people: int = 240
-    frequent_people: int = 40
-    frequent_mentions: int = 10
+    frequent_people: int = 30
+    frequent_mentions: int = 6
     text_facts: int = 2  # of a person's six facts, this many are stated in the text (never probed)
     prior_skew: float = 0.7  # object i of a relation has weight 1 / (i + 1) ** prior_skew
     seed: int = 0

@@ -221,7 +221,9 @@ class TrelmModel(nn.Module):
         if self.cfg.cka_plain_view != "off":
             # the extension: the same targets learned from the head's own word pieces (no h_e, no memory),
             # so the backbone, not only W_k, has to hold the fact
-            cka = (cka + self._plain_view_loss(batch, negatives)) / 2
+            # added, not averaged: a long-tail fact is seen a few times an epoch, and halving its one
+            # plain-token signal measurably slowed learning it (issue 12's benchmark)
+            cka = cka + self._plain_view_loss(batch, negatives)
         return TrelmOutput(total_loss(mlm, cka, self.cfg.theta), mlm, cka, hidden, hidden[:, 0])
 
     def _plain_view_loss(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,7 @@ class ModelConfig(BaseModel):
         "knowledge is reachable without Eq. 7. span: the CKA decoder on the plain-token encoding of the same "
         "sequence; cloze: the MLM head predicts the tail at [MASK]s after the head entity's own tokens and "
         "the relation label's tokens ([CLS] head relation [MASK].. [SEP]), the path a cloze probe reads. "
-        "The view's loss is averaged with CKA's. off: the paper's CKA on the injected view only.",
+        "The view's loss is added to CKA's. off: the paper's CKA on the injected view only.",
     )
     max_tail_tokens: int = Field(
         8, ge=1, description="Tail-entity tokens decoded per CKA target, h_d^1..h_d^L (Eq. 2)."
