@@ -104,19 +104,25 @@ class KGEConfig(BaseModel):
 
 
 def write_entity_embeddings(
-    run_dir: Path, cfg: KGEConfig, kg_ids: np.ndarray | None = None, progress: bool = True
+    run_dir: Path,
+    cfg: KGEConfig,
+    kg_ids: np.ndarray | None = None,
+    progress: bool = True,
+    exclude: np.ndarray | None = None,
 ) -> dict:
     """Write the vectors of `kg_ids` (all KG entities if None) as `entity_embeddings`; returns its manifest.
 
-    Returns at once when the dataset is complete for the same KG, config, ids and code.
+    `exclude`: [n, 3] (head, rel, tail) triples TransE must not train on (select's held-out facts).
+    Returns at once when the dataset is complete for the same KG, config, ids, exclusions and code.
     """
     run_dir = Path(run_dir)
     ids = _requested_ids(run_dir, kg_ids)
-    provenance = kge_provenance(run_dir, cfg, None if kg_ids is None else ids)
+    exclude = np.zeros((0, 3), np.int64) if exclude is None else np.asarray(exclude, np.int64).reshape(-1, 3)
+    provenance = kge_provenance(run_dir, cfg, None if kg_ids is None else ids, exclude)
     if is_complete(run_dir, EMBEDDINGS, provenance.fingerprint):
         return read_manifest(run_dir, EMBEDDINGS)
     if cfg.source == "train":
-        table, metrics = train_transe(run_dir, cfg, progress)
+        table, metrics = train_transe(run_dir, cfg, progress, exclude)
         vectors, extra = table[ids], {"method": "transe-pykeen", "metrics": metrics}
     else:
         vectors = load_graphvite(cfg.graphvite_path, run_dir, ids)
@@ -126,7 +132,9 @@ def write_entity_embeddings(
     return writer.finalize(parts, extra={"dim": vectors.shape[1], **extra})
 
 
-def kge_provenance(run_dir: Path, cfg: KGEConfig, kg_ids: np.ndarray | None) -> Provenance:
+def kge_provenance(
+    run_dir: Path, cfg: KGEConfig, kg_ids: np.ndarray | None, exclude: np.ndarray | None = None
+) -> Provenance:
     inputs = [
         (d.name, read_manifest(run_dir, d)["fingerprint"]) for d in (KG_ENTITIES, KG_RELATIONS, KG_TRIPLES)
     ]
@@ -138,6 +146,8 @@ def kge_provenance(run_dir: Path, cfg: KGEConfig, kg_ids: np.ndarray | None) -> 
         # the device changes speed and float noise, not what the embeddings are
         config = cfg.model_dump(mode="json", exclude={"device", "graphvite_path"})
     config["kg_ids"] = None if kg_ids is None else hashlib.sha256(kg_ids.tobytes()).hexdigest()[:16]
+    if exclude is not None and len(exclude) and cfg.source == "train":
+        config["exclude"] = hashlib.sha256(np.ascontiguousarray(exclude, np.int64).tobytes()).hexdigest()[:16]
     return Provenance(stable_hash(config), tuple(inputs), code_version([Path(__file__)]))
 
 
@@ -181,9 +191,12 @@ def _table(ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
 # ---------------------------------------------------------------- TransE with PyKEEN
 
 
-def train_transe(run_dir: Path, cfg: KGEConfig, progress: bool = False) -> tuple[np.ndarray, dict]:
+def train_transe(
+    run_dir: Path, cfg: KGEConfig, progress: bool = False, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
     """TransE on the run's KG: (float32 [n_entities, dim] with row i = kg_id i, metrics).
 
+    `exclude` [n, 3]: triples left out of training and evaluation altogether (select's held-out facts).
     The metrics hold the triple counts, the untrained (zeroed) entities and, when triples are held
     out, the filtered link-prediction MRR / Hits@10 and the MRR of random scoring.
     """
@@ -194,10 +207,15 @@ def train_transe(run_dir: Path, cfg: KGEConfig, progress: bool = False) -> tuple
     set_random_seed(cfg.seed)  # numpy, torch and python: the batch order draws from them
     n_entities = read_manifest(run_dir, KG_ENTITIES)["rows"]
     n_relations = read_manifest(run_dir, KG_RELATIONS)["rows"]
-    triples = torch.from_numpy(_read_triples(run_dir))
+    triples, excluded = _without(_read_triples(run_dir), exclude)
+    triples = torch.from_numpy(triples)
     # a duplicate split across train and test would be a free hit
     unique = torch.unique(triples, dim=0)
-    metrics: dict = {"triples": len(triples), "triples_duplicate": len(triples) - len(unique)}
+    metrics: dict = {
+        "triples": len(triples) + excluded,
+        "triples_excluded": excluded,
+        "triples_duplicate": len(triples) - len(unique),
+    }
     if not len(unique):
         metrics["entities_untrained"] = n_entities
         return np.zeros((n_entities, cfg.dim), np.float32), metrics
@@ -218,6 +236,16 @@ def _read_triples(run_dir: Path) -> np.ndarray:
     tables = [pq.read_table(p, columns=["head", "rel", "tail"]) for p in part_paths(run_dir, KG_TRIPLES)]
     columns = [np.concatenate([t[c].to_numpy() for t in tables]) for c in ("head", "rel", "tail")]
     return np.stack(columns, axis=1).astype(np.int64)
+
+
+def _without(triples: np.ndarray, exclude: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """(the triples not in `exclude`, how many rows were dropped): every copy of an excluded triple goes."""
+    if exclude is None or not len(exclude):
+        return triples, 0
+    both = np.concatenate([triples, np.asarray(exclude, np.int64)])
+    _, inverse = np.unique(both, axis=0, return_inverse=True)
+    drop = np.isin(inverse.reshape(-1)[: len(triples)], inverse.reshape(-1)[len(triples) :])
+    return triples[~drop], int(drop.sum())
 
 
 def _split(factory, cfg: KGEConfig):

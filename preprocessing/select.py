@@ -10,8 +10,15 @@ Paper section 3.1 and the "Input" paragraph of 3.4. Per pages part (same part na
    triple), its corpus frequency class is one the policy injects (the paper's Figure 3 variants:
    `long_tail`, `frequent`, `both`), and its SI is among the sequence's top `si_top_k` (and at
    least `si_threshold`, if set);
-4. for an important entity, one KG triple (entity as head; its best-known tail: highest degree,
-   then lowest relation id) and the tail label's tokens as the CKA target.
+4. for an important entity, one KG triple (entity as head) and the tail label's tokens as the CKA
+   target. `target_policy` picks the triple: `uniform`, a seeded uniform choice among the entity's
+   triples (default: the targets then spread over the KG's facts), or `highest_degree`, its
+   best-known tail (highest degree, then lowest relation id), which collapses many entities onto a
+   few hub tails such as (instance of, human) -- kept for comparison.
+
+Held-out facts: a seeded per-head fraction (`held_out_fraction`) of the KG triples is never a CKA
+target and is left out of the KG-embedding training set; they are written as `held_out_triples`, so
+the knowledge probes have facts that training never saw, by KG or by CKA, as a clean control.
 
 Before the parts: entity frequency over the corpus (the long tail) and the cut-off between long-tail
 and frequent entities. After them: the long-tail word list for the memory bank (vocabulary tokens
@@ -37,7 +44,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from preprocessing.importance import SIConfig, load_encoder, si_scores
 from preprocessing.kge import KGEConfig, write_entity_embeddings
 from preprocessing.sequences import page_sequences
-from storage.schemas import ENTITY_STATS, INSTANCES, KG_ENTITIES, KG_TRIPLES, LONG_TAIL_WORDS, MENTIONS, PAGES
+from storage.schemas import (
+    ENTITY_STATS,
+    HELD_OUT_TRIPLES,
+    INSTANCES,
+    KG_ENTITIES,
+    KG_TRIPLES,
+    LONG_TAIL_WORDS,
+    MENTIONS,
+    PAGES,
+)
 from storage.shards import (
     PartInfo,
     Provenance,
@@ -88,6 +104,19 @@ class SelectConfig(BaseModel):
     max_tail_tokens: int = Field(
         8, ge=1, description="CKA target: at most this many tokens of the tail's label."
     )
+    target_policy: Literal["uniform", "highest_degree"] = Field(
+        "uniform",
+        description="Which triple of an important entity is its CKA target: a seeded uniform choice among "
+        "its (not held-out) triples, or the one whose tail has the highest KG degree (hub tails).",
+    )
+    target_seed: int = Field(0, description="Seed of the uniform target choice and of the held-out split.")
+    held_out_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of each head's triples held out (stochastic rounding per head, at least one "
+        "triple kept): never a CKA target, not trained by the KG embeddings; see `held_out_triples`.",
+    )
     si: SIConfig = Field(default_factory=SIConfig, description="Encoder and SI scoring.")
     kge: KGEConfig = Field(
         default_factory=KGEConfig, description="Knowledge embeddings h_e of the KG entities in use."
@@ -113,10 +142,15 @@ _FREQ_SQL = """SELECT m.kg_id, count(*) AS n FROM read_parquet({mentions}) AS x,
 # the best-known fact of an entity: its triple (as head) whose tail has the highest degree, ties to the
 # lowest relation id, then the lowest tail id. An ordered aggregate, not a packed sort key: hub tails of
 # Wikidata5M close hundreds of thousands of triples, and `degree * 10**6` overflows INT32 from 2,148 on.
+# {triples}: a FROM source of (head, rel, tail), the KG's parts or the triples left after the held-out split
 _BEST_TRIPLE_SQL = """SELECT t.head, first(t.rel ORDER BY e.degree DESC, t.rel, t.tail) AS rel,
                              first(t.tail ORDER BY e.degree DESC, t.rel, t.tail) AS tail
-                      FROM read_parquet({triples}) t JOIN read_parquet({entities}) e ON e.kg_id = t.tail
+                      FROM {triples} t JOIN read_parquet({entities}) e ON e.kg_id = t.tail
                       GROUP BY t.head"""
+# the uniform policy: per head, the kept triple with the smallest seeded key (`triple_keys`)
+_UNIFORM_TRIPLE_SQL = """SELECT head, first(rel ORDER BY key, rel, tail) AS rel,
+                                first(tail ORDER BY key, rel, tail) AS tail
+                         FROM {triples} GROUP BY head"""
 
 
 @dataclass
@@ -141,7 +175,7 @@ def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
     counted = conn.sql(_FREQ_SQL.format(mentions=_files(run_dir, MENTIONS))).fetchnumpy()
     freq = np.zeros(n, np.int64)
     freq[counted["kg_id"].astype(np.int64)] = counted["n"]
-    best = best_triples(conn, run_dir)
+    best = chosen_triples(conn, cfg, run_dir)
     rel, tail = np.full(n, -1, np.int32), np.full(n, -1, np.int32)
     rel[best["head"]], tail[best["head"]] = best["rel"], best["tail"]
     tail_ids = _tail_tokens(conn, run_dir, np.unique(best["tail"]), tokenizer, cfg.max_tail_tokens)
@@ -150,10 +184,97 @@ def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
     return Corpus(freq, cutoff, rel, tail, tail_ids)
 
 
-def best_triples(conn, run_dir: Path) -> dict[str, np.ndarray]:
-    """{head, rel, tail}: the chosen triple of every entity that heads one (see _BEST_TRIPLE_SQL)."""
-    files = {"triples": _files(run_dir, KG_TRIPLES), "entities": _files(run_dir, KG_ENTITIES)}
-    return conn.sql(_BEST_TRIPLE_SQL.format(**files)).fetchnumpy()
+def best_triples(conn, run_dir: Path, triples: str | None = None) -> dict[str, np.ndarray]:
+    """{head, rel, tail}: the highest-degree-tail triple of every entity that heads one (_BEST_TRIPLE_SQL),
+    among `triples` (a FROM source; None: all the KG's triples)."""
+    source = triples or f"read_parquet({_files(run_dir, KG_TRIPLES)})"
+    sql = _BEST_TRIPLE_SQL.format(triples=source, entities=_files(run_dir, KG_ENTITIES))
+    return conn.sql(sql).fetchnumpy()
+
+
+def chosen_triples(conn, cfg: SelectConfig, run_dir: Path) -> dict[str, np.ndarray]:
+    """{head, rel, tail}: every head's CKA target by `cfg.target_policy`, never a held-out triple. Writes
+    the held-out split as `held_out_triples` first (the KG-embedding step leaves those triples out)."""
+    triples = read_triples(run_dir)
+    held = held_out_mask(triples, cfg.held_out_fraction, cfg.target_seed)
+    write_held_out(run_dir, triples[held], cfg)
+    kept = triples[~held]
+    conn.register(
+        "kept_triples",
+        pa.table(
+            {
+                "head": pa.array(kept[:, 0], pa.int32()),
+                "rel": pa.array(kept[:, 1], pa.int32()),
+                "tail": pa.array(kept[:, 2], pa.int32()),
+                "key": triple_keys(kept, cfg.target_seed, salt=1),
+            }
+        ),
+    )
+    if cfg.target_policy == "highest_degree":
+        return best_triples(conn, run_dir, "kept_triples")
+    return conn.sql(_UNIFORM_TRIPLE_SQL.format(triples="kept_triples")).fetchnumpy()
+
+
+def read_triples(run_dir: Path) -> np.ndarray:
+    """[n, 3] int64 (head, rel, tail) of the run's KG, in part order."""
+    tables = [pq.read_table(p, columns=["head", "rel", "tail"]) for p in part_paths(run_dir, KG_TRIPLES)]
+    if not tables:
+        return np.zeros((0, 3), np.int64)
+    return np.stack([np.concatenate([t[c].to_numpy() for t in tables]) for c in ("head", "rel", "tail")], 1)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64: a fixed hash, so a split does not depend on the triples' order."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def triple_keys(triples: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    """A uniform [0, 1) float64 per triple, a pure function of (head, rel, tail, seed, salt)."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
+        x = _mix(np.full(len(triples), (seed * 1_000_003 + salt) & _MASK64, np.uint64))
+        for column in range(triples.shape[1]):
+            x = _mix(x ^ triples[:, column].astype(np.uint64))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def held_out_mask(triples: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """[n] bool: per head, fraction x its triple count held out (stochastically rounded by a per-head key,
+    so the expected share is `fraction` even for heads with few triples), always keeping one triple."""
+    held = np.zeros(len(triples), bool)
+    if fraction == 0 or not len(triples):
+        return held
+    heads = triples[:, 0]
+    order = np.lexsort((triple_keys(triples, seed, salt=2), heads))  # by head, then a random rank
+    _, start, count = np.unique(heads[order], return_index=True, return_counts=True)
+    rank = np.arange(len(order)) - np.repeat(start, count)
+    head_key = triple_keys(triples[order][start][:, :1], seed, salt=3)  # one draw per head
+    quota = np.minimum(np.floor(fraction * count + head_key), count - 1)
+    held[order] = rank < np.repeat(quota, count)
+    return held
+
+
+def write_held_out(run_dir: Path, held: np.ndarray, cfg: SelectConfig) -> None:
+    inputs = (("kg_triples", read_manifest(run_dir, KG_TRIPLES)["fingerprint"]),)
+    config = stable_hash({"fraction": cfg.held_out_fraction, "seed": cfg.target_seed})
+    provenance = Provenance(config, inputs, code_version([Path(__file__)]))
+    writer = ShardWriter(run_dir, HELD_OUT_TRIPLES, provenance).open()
+    columns = {n: pa.array(held[:, i], pa.int32()) for i, n in enumerate(("head", "rel", "tail"))}
+    table = pa.table(columns).cast(HELD_OUT_TRIPLES.schema)
+    writer.finalize([writer.write_part(0, [table])], stats={"triples": len(held)})
+
+
+def read_held_out(run_dir: Path) -> np.ndarray:
+    """[n, 3] int64 held-out (head, rel, tail) of the run (empty when select wrote none)."""
+    paths = part_paths(run_dir, HELD_OUT_TRIPLES) if is_complete(run_dir, HELD_OUT_TRIPLES) else []
+    tables = [pq.read_table(p) for p in paths]
+    if not tables or not sum(t.num_rows for t in tables):
+        return np.zeros((0, 3), np.int64)
+    return np.stack([np.concatenate([t[c].to_numpy() for t in tables]) for c in ("head", "rel", "tail")], 1)
 
 
 def _quantile_cutoff(freq: np.ndarray, quantile: float) -> int:
@@ -318,7 +439,12 @@ def finalize_outputs(cfg: SelectConfig, run_dir: Path, corpus: Corpus, tokenizer
     conn.execute(
         f"CREATE VIEW ent AS SELECT e.* FROM read_parquet({instances}) i, unnest(i.entities) AS t(e)"
     )
-    facts = _si_distribution(conn) | {"long_tail_max_freq": corpus.cutoff, "policy": cfg.policy}
+    facts = _si_distribution(conn) | {
+        "long_tail_max_freq": corpus.cutoff,
+        "policy": cfg.policy,
+        "target_policy": cfg.target_policy,
+        "held_out_triples": int(read_manifest(run_dir, HELD_OUT_TRIPLES)["rows"]),
+    }
     _write_entity_stats(conn, run_dir, corpus, provenance)
     words = _write_long_tail_words(conn, run_dir, instances, tokenizer, cfg, provenance)
     in_use = conn.sql(
@@ -326,7 +452,10 @@ def finalize_outputs(cfg: SelectConfig, run_dir: Path, corpus: Corpus, tokenizer
         "WHERE tail_kg_id IS NOT NULL"
     ).fetchnumpy()["kg_id"]
     conn.close()
-    write_entity_embeddings(run_dir, cfg.kge, np.sort(in_use.astype(np.int64)), progress=False)
+    # the held-out facts are a control only while the KG embeddings never trained on them either
+    held_out = read_held_out(run_dir)
+    kg_ids = np.sort(in_use.astype(np.int64))
+    write_entity_embeddings(run_dir, cfg.kge, kg_ids, progress=False, exclude=held_out)
     plot = plot_long_tail(corpus.freq, corpus.cutoff, run_dir / SELECT_DIR / "long_tail.png")
     facts |= {"long_tail_words": words, "long_tail_plot": str(plot)}
     (run_dir / SELECT_DIR / "summary.json").write_text(json.dumps(facts, indent=2))
@@ -378,7 +507,8 @@ def _write_long_tail_words(
             HAVING count(*) BETWEEN {cfg.word_min_count} AND {cfg.long_tail_word_max_count} ORDER BY 1"""
     ).to_arrow_table()
     ids = [i for i in counts.column("token_id").to_pylist() if i not in special]
-    keep = pa.array([i not in special for i in counts.column("token_id").to_pylist()])
+    # typed: with no token in the count range the list is empty, and an untyped empty array cannot filter
+    keep = pa.array([i not in special for i in counts.column("token_id").to_pylist()], pa.bool_())
     counts = counts.filter(keep)
     table = counts.append_column("token", pa.array(tokenizer.convert_ids_to_tokens(ids), pa.string()))
     writer = ShardWriter(run_dir, LONG_TAIL_WORDS, provenance).open()

@@ -147,6 +147,15 @@ KG_TRIPLES = DatasetSchema(
 )
 
 
+HELD_OUT_TRIPLES = DatasetSchema(
+    "held_out_triples",
+    1,
+    KG_TRIPLES.schema,
+    "KG triples `select` held out (a seeded per-head fraction): never a CKA target, not in the KG-embedding"
+    " training set; the clean control of the knowledge probes.",
+)
+
+
 def entity_embeddings(dim: int) -> DatasetSchema:
     """The embedding width is a property of the run (written in the manifest), so the schema is built."""
     return DatasetSchema(
@@ -291,6 +300,7 @@ DATASETS: dict[str, DatasetSchema] = {
         KG_ENTITIES,
         KG_RELATIONS,
         KG_TRIPLES,
+        HELD_OUT_TRIPLES,
         ENTITY_STATS,
         LONG_TAIL_WORDS,
         entity_embeddings(0),

@@ -108,6 +108,13 @@ class Batch:
         """The input ids before masking."""
         return torch.where(self.mlm_labels != IGNORE, self.mlm_labels, self.input_ids)
 
+    def plain(self) -> Batch:
+        """The same batch with Eq. 7 applied nowhere: every token, head entities' too, is its word piece."""
+        return Batch(
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "inject_index"},
+            inject_index=torch.full_like(self.inject_index, -1),
+        )
+
     def for_targets(self, n: int) -> Batch:
         """The sequences holding the first `n` CKA targets, with every entity and target of those
         sequences re-indexed: what attribution runs on, since its cost grows with the rows it copies."""

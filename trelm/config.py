@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trelm.modelconfig import ModelConfig
 from trelm.routingconfig import RoutingConfig
 
-Variant = Literal["trelm", "mlm_only", "no_injection", "no_memory", "no_routing"]
+Variant = Literal["trelm", "mlm_only", "no_injection", "no_memory", "no_routing", "trelm_plain_cka"]
 
 
 class TrainConfig(BaseModel):
@@ -62,7 +62,8 @@ class PretrainConfig(BaseModel):
     variant: Variant = Field(
         "trelm",
         description="trelm (all parts); mlm_only (continued MLM of the backbone); no_injection (no KG "
-        "embedding in Eq. 7); no_memory (no KMB: lambda = 0); no_routing (every parameter trains).",
+        "embedding in Eq. 7); no_memory (no KMB: lambda = 0); no_routing (every parameter trains); "
+        "trelm_plain_cka (our extension, not the paper's: trelm with model.cka_plain_view, default cloze).",
     )
     name: str | None = Field(None, description="Checkpoint folder under checkpoints/ (default: the variant).")
     compare: list[Variant] = Field(
@@ -100,6 +101,9 @@ class PretrainConfig(BaseModel):
             model = model.model_copy(update={"memory_bank": False})
         elif self.variant == "no_routing":
             routing = routing.model_copy(update={"enabled": False})
+        elif self.variant == "trelm_plain_cka" and model.cka_plain_view == "off":
+            # the variant's default view; a config may pick "span" instead
+            model = model.model_copy(update={"cka_plain_view": "cloze"})
         if not model.cka and routing.enabled:
             # attribution is taken on the CKA answer's probability (Eq. 9): without CKA there is no target
             routing = routing.model_copy(update={"enabled": False})

@@ -10,6 +10,10 @@ knowledge assessing (Eq. 2-3, `trelm.losses`).
   as `inputs_embeds`, so the backbone still adds its position / token-type embeddings and LayerNorm. Every
   token of the span gets the same I_p. Ablations: `inject_knowledge=False` puts E_p in place of h_e,
   `memory_bank=False` sets lambda = 0. Eq. 8: `ModelConfig.lambda_at(epoch)`.
+- Extension (ours, off by default): `cka_plain_view` also learns CKA's targets from plain tokens (issue
+  12's diagnostic: with the paper's CKA the decoder reads the fact from h_e, not from plain tokens).
+  "span": the CKA decoder on the plain-token encoding of the same batch; "cloze": the MLM head at masks
+  after the head entity's tokens and the relation label's tokens (the path a cloze probe reads).
 - CKA decoder (the paper leaves it open; DKPLM, which it cites, decodes tail tokens from the head entity):
   a non-autoregressive *query decoder*. The query of the i-th tail token is
   h_d^i = LayerNorm(GELU(W_d (pool(head span) + R[r] + P[i]) + b_d)), with pool the mean of the last-layer
@@ -206,7 +210,47 @@ class TrelmModel(nn.Module):
         if negatives is None:
             negatives = self.sample_negatives(batch)
         cka = cka_loss(self._cka_logits(batch, hidden, negatives, copies=1))
+        if self.cfg.cka_plain_view != "off":
+            # the extension: the same targets learned from the head's own word pieces (no h_e, no memory),
+            # so the backbone, not only W_k, has to hold the fact
+            # added, not averaged: a long-tail fact is seen a few times an epoch, and halving its one
+            # plain-token signal measurably slowed learning it (issue 12's benchmark)
+            cka = cka + self._plain_view_loss(batch, negatives)
         return TrelmOutput(total_loss(mlm, cka, self.cfg.theta), mlm, cka, hidden, hidden[:, 0])
+
+    def _plain_view_loss(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+        if self.cfg.cka_plain_view == "span":
+            plain = self._encode(batch.plain(), 0.0)
+            return cka_loss(self._cka_logits(batch, plain, negatives, copies=1))
+        ids, labels = self._cloze_inputs(batch)
+        hidden = self.mlm.base_model(input_ids=ids, attention_mask=(ids != self.tok_info.pad_id).long())[0]
+        predicted = labels != IGNORE
+        return mlm_loss(self._mlm_head()(hidden[predicted]), labels[predicted])
+
+    def set_relation_tokens(self, tokens: list[list[int]]) -> None:
+        """Token ids of every relation's label (by rel_id), for the cloze view (`cka_plain_view="cloze"`)."""
+        self.relation_tokens = [list(t) for t in tokens]
+
+    def _cloze_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """([C, L] ids, [C, L] labels): per CKA target, the sequence's first token, the head entity's own
+        tokens, the relation label's tokens, one mask per tail token, the sequence's last token."""
+        if not hasattr(self, "relation_tokens"):
+            raise RuntimeError('cka_plain_view="cloze" needs set_relation_tokens (the trainer calls it)')
+        original, lengths = batch.original_ids.tolist(), batch.attention_mask.sum(1).tolist()
+        rows = []
+        for c, e in enumerate(batch.cka_entity.tolist()):
+            b, start, end = (int(x[e]) for x in (batch.ent_batch, batch.ent_start, batch.ent_end))
+            tail = batch.cka_tail[c][batch.cka_tail_mask[c]].tolist()
+            prompt = [original[b][0], *original[b][start:end], *self.relation_tokens[int(batch.cka_rel[c])]]
+            rows.append((prompt, tail, original[b][lengths[b] - 1]))
+        width = max(len(p) + len(t) + 1 for p, t, _ in rows)
+        ids = torch.full((len(rows), width), self.tok_info.pad_id, dtype=torch.long)
+        labels = torch.full_like(ids, IGNORE)
+        for r, (prompt, tail, last) in enumerate(rows):
+            n = len(prompt)
+            ids[r, : n + len(tail) + 1] = torch.tensor([*prompt, *[self.tok_info.mask_id] * len(tail), last])
+            labels[r, n : n + len(tail)] = torch.tensor(tail)
+        return ids.to(batch.input_ids.device), labels.to(batch.input_ids.device)
 
     def _mlm_head(self) -> nn.Module:
         return self.mlm.cls if hasattr(self.mlm, "cls") else self.mlm.lm_head
@@ -246,6 +290,21 @@ class TrelmModel(nn.Module):
             self.cfg.in_batch_negatives,
             groups,
         )
+
+    @torch.no_grad()
+    def cka_candidate_scores(self, batch: Batch, lam: float, candidates: torch.Tensor) -> torch.Tensor:
+        """[C, n]: the CKA decoder's score f(h_d^1, y) of each candidate token y for the first tail token of
+        every target (a diagnostic: pass `batch.plain()` to read the decoder from plain tokens)."""
+        hidden = self._encode(batch, lam)
+        head = batch.cka_entity
+        pooled = span_mean(
+            hidden, batch.attention_mask, batch.ent_batch[head], batch.ent_start[head], batch.ent_end[head]
+        )
+        x = pooled + self.relation_emb(batch.cka_rel) + self.cka_position.weight[0]
+        query = self.cka_norm(nn.functional.gelu(self.cka_dense(x)))
+        output = self.mlm.get_output_embeddings()
+        bias = output.bias[candidates] if output.bias is not None else 0.0
+        return query @ output.weight[candidates].T + bias
 
     def cka_probability(self, batch: Batch, lam: float, negatives: torch.Tensor, repeat: int) -> torch.Tensor:
         """[repeat, n_tail_tokens]: Eq. 9's P_x, the sampled-softmax probability of each correct tail token,

@@ -67,6 +67,14 @@ class ModelConfig(BaseModel):
     in_batch_negatives: bool = Field(
         True, description="Also use the batch's other tail tokens as negatives in Eq. 2."
     )
+    cka_plain_view: Literal["off", "span", "cloze"] = Field(
+        "off",
+        description="Extension (ours, not the paper's): CKA's targets also learned from plain tokens, so the "
+        "knowledge is reachable without Eq. 7. span: the CKA decoder on the plain-token encoding of the same "
+        "sequence; cloze: the MLM head predicts the tail at [MASK]s after the head entity's own tokens and "
+        "the relation label's tokens ([CLS] head relation [MASK].. [SEP]), the path a cloze probe reads. "
+        "The view's loss is added to CKA's. off: the paper's CKA on the injected view only.",
+    )
     max_tail_tokens: int = Field(
         8, ge=1, description="Tail-entity tokens decoded per CKA target, h_d^1..h_d^L (Eq. 2)."
     )
