@@ -55,8 +55,8 @@ import pyarrow.parquet as pq
 from ingest import shifted, split_pages, write_multistream
 from realdata import BENCH, gensim_sample
 
-from preprocessing import link as link_stage
 from preprocessing import discourse, tagme, wikitext
+from preprocessing import link as link_stage
 from preprocessing.anchors import build_dictionary
 from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
 from preprocessing.link import LinkConfig
@@ -117,7 +117,9 @@ def make_runs(src: Path, copies: int, share: float, seed: int, tmp: Path) -> tup
     for name, xml in (("hidden", [hide_links(p, share, seed) for p in pages]), ("gold", pages)):
         folder = tmp / name
         folder.mkdir()
-        dump = write_multistream(head, xml, folder / "benchwiki-20260101-pages-articles-multistream1.xml-p1p9.bz2")
+        dump = write_multistream(
+            head, xml, folder / "benchwiki-20260101-pages-articles-multistream1.xml-p1p9.bz2"
+        )
         run = tmp / f"run-{name}"
         ingest(IngestConfig(workers=2, pages_per_part=200), inputs_for_file(dump), run, progress=False)
         runs.append(run)
@@ -193,7 +195,9 @@ def score(hidden: dict[int, list[dict]], found: dict[int, list[dict]]) -> dict[s
 def stand_in_aliases(run_dir: Path, pages: dict[int, dict]) -> list[tuple[str, str]]:
     """(alias, target title) of the stand-in KG: each article and each visible link target by its
     title and its title without parenthetical, and the redirects to them."""
-    titles = {p["title"] for p in pages.values()} | {ln["target"] for p in pages.values() for ln in p["links"]}
+    titles = {p["title"] for p in pages.values()} | {
+        ln["target"] for p in pages.values() for ln in p["links"]
+    }
     pairs = [(form, t) for t in titles for form in (t, discourse.without_parenthetical(t))]
     for path in part_paths(run_dir, REDIRECTS):
         pairs += [(r["title"], r["target"]) for r in pq.read_table(path).to_pylist() if r["target"] in titles]
@@ -205,7 +209,9 @@ def link_run(args: tuple) -> tuple[dict[int, list[dict]], tuple[float, float], f
     titles), (wall, CPU) seconds, peak RSS MiB, and the mention counts by source."""
     cfg, run_dir, pages, aliases = args
     titles = [
-        t for path in part_paths(run_dir, LINK_TARGETS) for t in pq.read_table(path, columns=["target"])[0].to_pylist()
+        t
+        for path in part_paths(run_dir, LINK_TARGETS)
+        for t in pq.read_table(path, columns=["target"])[0].to_pylist()
     ]
     gold_targets = {ln["target"] for p in pages.values() for ln in p["links"]}
     annotate = link_stage._local_annotator(cfg, run_dir, gold_targets, aliases)
@@ -293,10 +299,15 @@ def bench(src: Path, copies: int, names, args) -> None:
         n_hidden = sum(len(v) for v in hidden.values())
         visible = sum(len(p["links"]) for p in pages.values())
         articles = sum(1 for p in pages.values() if p["text"])
-        print(f"\n{src.name} x{copies}: {articles} articles, {visible} visible links, {n_hidden} hidden "
-              f"(holdout {args.holdout}, seed {args.seed}); {changed} pages left out (text changed)")
+        print(
+            f"\n{src.name} x{copies}: {articles} articles, {visible} visible links, {n_hidden} hidden "
+            f"(holdout {args.holdout}, seed {args.seed}); {changed} pages left out (text changed)"
+        )
         print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
-        baseline = {"linker": "oracle-spotting most common sense (reference)", **score(hidden, oracle_baseline(pages, hidden))}
+        baseline = {
+            "linker": "oracle-spotting most common sense (reference)",
+            **score(hidden, oracle_baseline(pages, hidden)),
+        }
         print(format_row(baseline), flush=True)
         linker_rows(run, {i: pages[i] for i in hidden}, hidden, names, progress=True)
 

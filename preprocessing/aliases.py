@@ -33,11 +33,17 @@ def alias_groups(rows: list[tuple[str, int]], cfg: tagme.TagmeConfig) -> dict[st
     return {k: list(v) for k, v in groups.items()}
 
 
-def extend(dictionary: tagme.Dictionary, groups: dict[str, list[int]], cfg: tagme.TagmeConfig) -> tagme.Dictionary:
+def extend(
+    dictionary: tagme.Dictionary, groups: dict[str, list[int]], cfg: tagme.TagmeConfig
+) -> tagme.Dictionary:
     """The dictionary with the aliases' entities as candidates (see the module doc)."""
     n = len(dictionary)
     sizes = np.diff(dictionary.offsets)
-    rows, entities, commonness = [np.repeat(np.arange(n), sizes)], [dictionary.entities], [dictionary.commonness]
+    rows, entities, commonness = (
+        [np.repeat(np.arange(n), sizes)],
+        [dictionary.entities],
+        [dictionary.commonness],
+    )
     new_keys: list[str] = []
     add_rows, add_entities, add_common = [], [], []
     for key, ids in groups.items():

@@ -51,9 +51,9 @@ def short_forms(title: str, common_words: set[str] = frozenset()) -> list[str]:
     bare = without_parenthetical(title)
     out = [title, bare]
     words = bare.split(" ")
-    if 2 <= len(words) <= 4 and all(_NAME_WORD.fullmatch(w) for w in words) and len(words[-1]) >= 3:
-        if words[-1].lower() not in common_words:
-            out.append(words[-1])
+    person_like = 2 <= len(words) <= 4 and all(_NAME_WORD.fullmatch(w) for w in words)
+    if person_like and len(words[-1]) >= 3 and words[-1].lower() not in common_words:
+        out.append(words[-1])
     return out
 
 
@@ -85,7 +85,9 @@ def _spottable(key: str) -> bool:
 def spots(tokens: list[str], breaks, caps: list[bool] | None, forms: dict[str, Form], dictionary, cfg):
     """The article's forms in its text, longest first (see `_spottable_here` for which)."""
     keys = list(forms)
-    lexicon = tagme.Dictionary(keys, np.ones(len(keys), np.float32), np.zeros(len(keys) + 1, np.int64), [], [])
+    lexicon = tagme.Dictionary(
+        keys, np.ones(len(keys), np.float32), np.zeros(len(keys) + 1, np.int64), [], []
+    )
     probe = cfg.model_copy(update={"min_link_prob": 0.0})
     found = []
     for i in range(len(tokens)):
@@ -106,7 +108,11 @@ def _spottable_here(s: tagme.Spot, form: Form, tokens, breaks, caps, dictionary,
     if caps is not None and not caps[s.first]:
         return False
     row = dictionary.row(s.key)
-    return row is None or row >= dictionary.first_alias_row or form.entity_id in dictionary.candidates(row).entities
+    return (
+        row is None
+        or row >= dictionary.first_alias_row
+        or form.entity_id in dictionary.candidates(row).entities
+    )
 
 
 def without_overlaps(tagme_spots: list[tagme.Spot], spoken: list[tagme.Spot], n_tokens: int):
@@ -122,25 +128,31 @@ def without_overlaps(tagme_spots: list[tagme.Spot], spoken: list[tagme.Spot], n_
     return tagme._free(tagme_spots, said), kept_spoken
 
 
-def choose(spoken, forms, chosen, context, starts, ends, dictionary, relatedness, cfg) -> list[tagme.Annotation]:
+def choose(
+    spoken, forms, chosen, context, starts, ends, dictionary, relatedness, cfg
+) -> list[tagme.Annotation]:
     """Annotations of one window's discourse spots; `chosen` is TAGME's pick per key in the window,
     `context` the window's gold entities."""
-    if not spoken:
-        return []
-    theirs = {s.key: chosen[s.key][0] for s in spoken if s.key in chosen}
     own = {s.key: forms[s.key].entity_id for s in spoken}
-    coherence = _coherence(relatedness, {*own.values(), *theirs.values()}, [*context, *(e for e, _ in chosen.values())])
+    theirs = {k: chosen[k][0] for k in own if k in chosen and chosen[k][0] != own[k]}
+    coherence = {}
+    if theirs:  # only a disagreement needs the vote's view: one relatedness matrix for the window
+        others = [*context, *(e for e, _ in chosen.values())]
+        coherence = _coherence(relatedness, {*(own[k] for k in theirs), *theirs.values()}, others)
     out = []
     for s in spoken:
-        mine, their = own[s.key], theirs.get(s.key)
         row = dictionary.row(s.key)
         lp = float(dictionary.link_prob[row]) if row is not None else 0.0
-        start, end = starts[s.first], ends[s.stop - 1]
-        if their is not None and their != mine and coherence[their] - coherence[mine] > cfg.discourse_veto:
+        start, end, mine = starts[s.first], ends[s.stop - 1], own[s.key]
+        their = theirs.get(s.key)
+        if their is not None and coherence[their] - coherence[mine] > cfg.discourse_veto:
             out.append(tagme.Annotation(start, end, their, chosen[s.key][1], lp, "tagme"))
-        else:  # the article links this name itself: as sure as a link (lp 1) in rho
-            source = "tagme" if their == mine else "discourse"
-            out.append(tagme.Annotation(start, end, mine, (1.0 + coherence[mine]) / 2, lp, source))
+        elif s.key in chosen and their is None:  # TAGME agrees: its mention, its rho
+            out.append(tagme.Annotation(start, end, mine, chosen[s.key][1], lp, "tagme"))
+        else:  # the article's own link for this name: lp 1, so rho (1 + coherence) / 2
+            out.append(
+                tagme.Annotation(start, end, mine, (1.0 + coherence.get(mine, 0.0)) / 2, lp, "discourse")
+            )
     return out
 
 

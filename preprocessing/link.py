@@ -228,12 +228,16 @@ def _local_annotator(cfg: LinkConfig, run_dir: Path, gold_targets: set[str], ali
         if a.entity_id < n_targets:
             return _raw(row, a.start, a.end, text[a.start : a.end], entity_id=a.entity_id, **common)
         target, page_id, qid = extra[a.entity_id - n_targets]  # a KG entity no link targets
-        return _raw(row, a.start, a.end, text[a.start : a.end], target=target, page_id=page_id, qid=qid, **common)
+        return _raw(
+            row, a.start, a.end, text[a.start : a.end], target=target, page_id=page_id, qid=qid, **common
+        )
 
     def annotate(row: int, text: str, tokens: tuple, links: list[dict], stats: Counter) -> list[tuple]:
         gold = [(ln["start"], ln["end"], entity_of.get(ln["target"])) for ln in links]
         forms = discourse.forms(text, links, entity_of, cfg.tagme) if cfg.tagme.discourse else None
-        found = tagme.annotate(*tokens, gold, dictionary, relatedness, cfg.tagme, stats, text=text, forms=forms)
+        found = tagme.annotate(
+            *tokens, gold, dictionary, relatedness, cfg.tagme, stats, text=text, forms=forms
+        )
         for a in found:
             stats[f"mentions_{a.source.replace('-', '_')}"] += 1
         return [raw_row(row, text, a) for a in found]
@@ -247,13 +251,16 @@ def _model(cfg: LinkConfig, run_dir: Path, aliases: list | None):
     if not cfg.tagme.kg_aliases:
         return (*_local_model(run_dir, fingerprint), [])
     if aliases is not None:
-        return _with_aliases(*_local_model(run_dir, fingerprint), _pair_rows(run_dir, cfg, aliases), cfg.tagme)
-    return _kg_model(run_dir, fingerprint, _input_stamp(run_dir), cfg)
+        return _with_aliases(
+            *_local_model(run_dir, fingerprint), _pair_rows(run_dir, cfg, aliases), cfg.tagme
+        )
+    return _kg_model(run_dir, fingerprint, _input_stamp(run_dir), cfg.model_dump_json())
 
 
 @lru_cache(maxsize=1)
-def _kg_model(run_dir: Path, fingerprint: str, stamp: tuple, cfg: LinkConfig):
+def _kg_model(run_dir: Path, fingerprint: str, stamp: tuple, cfg_json: str):
     """Loaded once per worker process (the fingerprints key reload it after a rebuild)."""
+    cfg = LinkConfig.model_validate_json(cfg_json)
     return _with_aliases(*_local_model(run_dir, fingerprint), _kg_alias_rows(run_dir, cfg), cfg.tagme)
 
 
@@ -290,7 +297,9 @@ def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> list[tuple]:
 def _pair_rows(run_dir: Path, cfg: LinkConfig, pairs: list[tuple[str, str]]) -> list[tuple]:
     conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
     alias, target = zip(*pairs, strict=True) if pairs else ((), ())
-    conn.register("pairs", pa.table({"alias": pa.array(alias, pa.string()), "target": pa.array(target, pa.string())}))
+    conn.register(
+        "pairs", pa.table({"alias": pa.array(alias, pa.string()), "target": pa.array(target, pa.string())})
+    )
     rows = conn.sql(
         """SELECT a.alias, a.target, e.entity_id, p.page_id, p.qid FROM pairs a
         LEFT JOIN titles p ON p.title = a.target LEFT JOIN entity e ON e.target = a.target ORDER BY ALL"""

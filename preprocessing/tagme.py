@@ -44,8 +44,8 @@ class TagmeConfig(BaseModel):
     min_link_count: int = Field(
         1,
         ge=1,
-        description="Anchors linked fewer times are not in the dictionary. TAGME used 2 on a whole Wikipedia; "
-        "on a dump where most anchors are linked once (an excerpt, one split file) 2 drops most of them.",
+        description="Anchors linked fewer times are not in the dictionary. TAGME used 2 on a whole "
+        "Wikipedia; on a dump where most anchors are linked once (an excerpt, one split file) 2 drops most.",
     )
     min_link_prob: float = Field(
         0.001,
@@ -70,13 +70,14 @@ class TagmeConfig(BaseModel):
     )
     name_pieces: bool = Field(
         True,
-        description="Drop a capitalized spot that is only a piece of a longer capitalized name in the text "
-        "(`Fort` of `Fort Riley`): the whole name is an entity the dictionary lacks, the piece names another.",
+        description="Drop a capitalized spot that is only a piece of a longer capitalized name in the "
+        "text (`Fort` of `Fort Riley`): the whole name is an entity the dictionary lacks.",
     )
     compound_pieces: bool = Field(
         True,
-        description="Drop a lower-case spot next to another lower-case content word (`architecture` of "
-        "`landscape architecture`) unless its lp reaches `compound_min_link_prob`: the compound is the mention.",
+        description="Drop a spot followed by a lower-case content word (`Aramaic alphabet`), or a "
+        "lower-case spot after one (`landscape architecture`), unless its lp reaches "
+        "`compound_min_link_prob`: the compound is the mention.",
     )
     compound_min_link_prob: float = Field(
         0.3, ge=0, le=1, description="Link probability at which a compound piece is spotted anyway."
@@ -200,7 +201,9 @@ class Dictionary:
                     self.index[prefix] = self.PREFIX
 
     @classmethod
-    def extended(cls, base: Dictionary, new_keys: list[str], link_prob, offsets, entities, commonness, from_alias):
+    def extended(
+        cls, base: Dictionary, new_keys: list[str], link_prob, offsets, entities, commonness, from_alias
+    ):
         """`base` with rows for `new_keys` after its own, and new candidate arrays for all rows."""
         out = cls.__new__(cls)
         out.link_prob = np.asarray(link_prob, np.float32)
@@ -394,7 +397,7 @@ def annotate(
     if caps is not None:
         spots = plausible(spots, tokens, breaks, caps, dictionary, cfg, stats)
     spoken = []
-    if forms:
+    if forms and cfg.discourse:
         spoken = discourse.spots(tokens, breaks, caps, forms, dictionary, cfg)
         spots, spoken = discourse.without_overlaps(spots, _free(spoken, over_gold), len(tokens))
     stats["spots"] += len(spots) + len(spoken)
@@ -413,7 +416,9 @@ def annotate(
                 out.append(Annotation(starts[s.first], ends[s.stop - 1], entity_id, rho, s.link_prob, source))
             else:
                 stats["spots_pruned"] += 1
-        out += discourse.choose(said, forms or {}, chosen, context, starts, ends, dictionary, relatedness, cfg)
+        out += discourse.choose(
+            said, forms or {}, chosen, context, starts, ends, dictionary, relatedness, cfg
+        )
     return sorted(out, key=lambda a: a.start)
 
 
@@ -457,7 +462,10 @@ def _stop_words() -> frozenset[str]:
 def _content_word(i: int, tokens, breaks, caps) -> bool:
     """A lower-case word that is no stop word."""
     return (
-        0 <= i < len(tokens) and not breaks[i] and not caps[i] and tokens[i].isalpha()
+        0 <= i < len(tokens)
+        and not breaks[i]
+        and not caps[i]
+        and tokens[i].isalpha()
         and tokens[i] not in _stop_words()
     )
 
@@ -474,7 +482,9 @@ def compound_piece(s: Spot, tokens: list[str], breaks, caps: list[bool]) -> bool
     return after or not caps[i] or not sentence_initial(tokens, breaks, i)  # `Indian philosophy` too
 
 
-def plausible(spots: list[Spot], tokens, breaks, caps, dictionary: Dictionary, cfg: TagmeConfig, stats) -> list[Spot]:
+def plausible(
+    spots: list[Spot], tokens, breaks, caps, dictionary: Dictionary, cfg: TagmeConfig, stats
+) -> list[Spot]:
     """Spots that pass the case rules: no name pieces (`name_pieces`); a KG alias that is no anchor
     only where the text capitalizes it, and a one-word one only inside a sentence (aliases hold
     common words: `It`, `Her`, `This` name works)."""
@@ -482,9 +492,15 @@ def plausible(spots: list[Spot], tokens, breaks, caps, dictionary: Dictionary, c
     for s in spots:
         if cfg.name_pieces and name_piece(s, tokens, breaks, caps):
             stats["spots_name_piece"] += 1
-        elif cfg.compound_pieces and s.link_prob < cfg.compound_min_link_prob and compound_piece(s, tokens, breaks, caps):
+        elif (
+            cfg.compound_pieces
+            and s.link_prob < cfg.compound_min_link_prob
+            and compound_piece(s, tokens, breaks, caps)
+        ):
             stats["spots_compound_piece"] += 1
-        elif dictionary.row(s.key) >= dictionary.first_alias_row and not _alias_spot_ok(s, tokens, breaks, caps):
+        elif dictionary.row(s.key) >= dictionary.first_alias_row and not _alias_spot_ok(
+            s, tokens, breaks, caps
+        ):
             stats["spots_alias_lowercase"] += 1
         else:
             kept.append(s)
