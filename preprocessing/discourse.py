@@ -21,7 +21,7 @@ sense than the dictionary's global commonness, so:
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,16 +98,26 @@ def spots(tokens: list[str], breaks, caps: list[bool] | None, forms: dict[str, F
 
 
 def _spottable_here(s: tagme.Spot, form: Form, tokens, breaks, caps, dictionary, cfg) -> bool:
-    """No form may be a piece of a longer name (`Hermes` of `Hermes Trismegistus`); a short form must
+    """No form may break the spot rules (`Hermes` of `Hermes Trismegistus`, `Aramaic` of `Aramaic
+    alphabet`: the article's link of `Aramaic` says nothing of the compound); a short form must
     be capitalized in the text, and where it is an anchor of the dump that never names the entity,
     the dump's evidence wins (`Smith`)."""
-    if caps is not None and cfg.name_pieces and tagme.name_piece(s, tokens, breaks, caps):
-        return False
+    row = dictionary.row(s.key)
+    lp = float(dictionary.link_prob[row]) if row is not None else 0.0  # the dump's, not the lexicon's
+    probe = tagme.Spot(s.first, s.stop, s.key, lp)
+    if caps is not None:
+        # a capitalized form is a name the article uses: only a longer name may hide it (`Lincoln
+        # signed` is no compound); a lower-case one obeys the compound rule like any spot
+        if caps[s.first] and cfg.name_pieces and tagme.name_piece(probe, tokens, breaks, caps):
+            return False
+        if not caps[s.first] and not tagme.plausible(
+            [probe], tokens, breaks, caps, dictionary, cfg, Counter()
+        ):
+            return False
     if not form.short:
         return True
     if caps is not None and not caps[s.first]:
         return False
-    row = dictionary.row(s.key)
     return (
         row is None
         or row >= dictionary.first_alias_row

@@ -498,13 +498,16 @@ def plausible(
             and compound_piece(s, tokens, breaks, caps)
         ):
             stats["spots_compound_piece"] += 1
-        elif dictionary.row(s.key) >= dictionary.first_alias_row and not _alias_spot_ok(
-            s, tokens, breaks, caps
-        ):
+        elif _alias_only(dictionary, s.key) and not _alias_spot_ok(s, tokens, breaks, caps):
             stats["spots_alias_lowercase"] += 1
         else:
             kept.append(s)
     return kept
+
+
+def _alias_only(dictionary: Dictionary, key: str) -> bool:
+    row = dictionary.row(key)
+    return row is not None and row >= dictionary.first_alias_row
 
 
 def _alias_spot_ok(s: Spot, tokens, breaks, caps) -> bool:
