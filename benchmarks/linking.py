@@ -32,6 +32,10 @@ aliases its title, the title without its parenthetical and every redirect to it 
 and aliases are mostly these). Nothing of the hidden links goes into it; unlike Wikidata5M it has
 no entity that the run does not name, so it has fewer distractors and fewer aliases.
 
+Last, per size: the in-memory size of the default dictionary per anchor, candidate and in-link
+edge (tracemalloc while loading it), and what that makes at enwiki scale (`--footprint-only`
+prints just that).
+
 Copies (`--copies K`): the excerpt's pages K times (ids shifted, titles suffixed), each copy
 hiding its own seeded half, as a multistream file with its index. A copy's hidden link is often
 visible in another copy, so the larger runs measure speed and memory at size and what a larger
@@ -47,6 +51,7 @@ import re
 import resource
 import tempfile
 import time
+import tracemalloc
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -57,7 +62,7 @@ from realdata import BENCH, gensim_sample
 
 from preprocessing import discourse, tagme, wikitext
 from preprocessing import link as link_stage
-from preprocessing.anchors import build_dictionary
+from preprocessing.anchors import build_dictionary, load_dictionary
 from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
 from preprocessing.link import LinkConfig
 from preprocessing.tagme import TagmeConfig
@@ -270,6 +275,70 @@ def linker_rows(run, pages, hidden, names, progress) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- dictionary footprint
+
+# enwiki figures for the footprint estimate (assumptions, not measurements: ~7M articles with
+# ~25 article links each; anchors linked at least twice; targets with at least one in-link)
+ENWIKI = {"anchors": 15e6, "candidates": 25e6, "edges": 180e6, "targets": 9e6}
+
+
+def footprint(run_dir: Path) -> dict[str, float]:
+    """Bytes of the in-memory dictionary per unit, measured with tracemalloc while loading it."""
+    tracemalloc.start()
+    dictionary, relatedness = load_dictionary(run_dir)
+    total = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    arrays = sum(
+        a.nbytes
+        for a in (
+            dictionary.link_prob,
+            dictionary.offsets,
+            dictionary.entities,
+            dictionary.commonness,
+            dictionary.from_alias,
+        )
+    )
+    m = relatedness.matrix
+    csr = m.data.nbytes + m.indices.nbytes + m.indptr.nbytes + relatedness.sizes.nbytes
+    keys = len(dictionary.index)
+    return {
+        "anchors": len(dictionary),
+        "keys": keys,
+        "candidates": len(dictionary.entities),
+        "edges": m.nnz,
+        "targets": m.shape[0],
+        "total MiB": total / 2**20,
+        "bytes/key": (total - arrays - csr) / keys,
+        "keys/anchor": keys / len(dictionary),
+    }
+
+
+def enwiki_estimate(f: dict[str, float]) -> float:
+    """GiB of one worker's dictionary at enwiki scale: the dict per key, the arrays per anchor
+    (lp 4 + offset 8) and per candidate (entity 8 + commonness 4 + KG flag 1), the CSR per edge
+    (index 4 + data 4) and per target (indptr 8 + size 8)."""
+    keys = ENWIKI["anchors"] * f["keys/anchor"]
+    total = (
+        keys * f["bytes/key"]
+        + ENWIKI["anchors"] * 12
+        + ENWIKI["candidates"] * 13
+        + ENWIKI["edges"] * 8
+        + ENWIKI["targets"] * 16
+    )
+    return total / 2**30
+
+
+def print_footprint(run: Path) -> None:
+    build_dictionary(TagmeConfig(), run, workers=2, memory_limit="2GB", progress=False)
+    f = footprint(run)
+    print(
+        f"\ndictionary in memory (defaults): {f['total MiB']:.1f} MiB for {f['anchors']} anchors "
+        f"({f['keys']} dict keys with prefixes, {f['bytes/key']:.0f} B/key), {f['candidates']} "
+        f"candidates, {f['targets']} targets, {f['edges']} in-link edges; enwiki estimate "
+        f"({', '.join(f'{k} {v:.3g}' for k, v in ENWIKI.items())}): {enwiki_estimate(f):.1f} GiB per worker"
+    )
+
+
 # ---------------------------------------------------------------- report
 
 COLUMNS = [
@@ -309,7 +378,9 @@ def bench(src: Path, copies: int, names, args) -> None:
             **score(hidden, oracle_baseline(pages, hidden)),
         }
         print(format_row(baseline), flush=True)
-        linker_rows(run, {i: pages[i] for i in hidden}, hidden, names, progress=True)
+        if names:
+            linker_rows(run, {i: pages[i] for i in hidden}, hidden, names, progress=True)
+        print_footprint(run)
 
 
 def main() -> None:
@@ -320,12 +391,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--copies", type=int, nargs="*", default=[1], help="sizes: 1 = the file itself")
     ap.add_argument("--full-ablation-at", type=int, default=1, help="the size that gets every ablation row")
+    ap.add_argument("--footprint-only", action="store_true", help="no linker rows: the dictionary's memory")
     args = ap.parse_args()
     src = gensim_sample() if args.gensim_sample else args.file
     if src is None:
         ap.error("give FILE or --gensim-sample")
     for k in args.copies:
-        bench(src, k, list(ABLATION) if k == args.full_ablation_at else list(AT_SIZE), args)
+        names = list(ABLATION) if k == args.full_ablation_at else list(AT_SIZE)
+        bench(src, k, [] if args.footprint_only else names, args)
 
 
 if __name__ == "__main__":

@@ -38,29 +38,8 @@ def extend(
 ) -> tagme.Dictionary:
     """The dictionary with the aliases' entities as candidates (see the module doc)."""
     n = len(dictionary)
-    sizes = np.diff(dictionary.offsets)
-    rows, entities, commonness = (
-        [np.repeat(np.arange(n), sizes)],
-        [dictionary.entities],
-        [dictionary.commonness],
-    )
-    new_keys: list[str] = []
-    add_rows, add_entities, add_common = [], [], []
-    for key, ids in groups.items():
-        row = dictionary.row(key)
-        if row is None:
-            row, prior, known = n + len(new_keys), 1.0 / len(ids), set()
-            new_keys.append(key)
-        else:
-            prior, known = cfg.kg_alias_prior, set(dictionary.candidates(row).entities.tolist())
-        fresh = [e for e in ids if e not in known]
-        add_rows += [row] * len(fresh)
-        add_entities += fresh
-        add_common += [prior] * len(fresh)
-    rows.append(np.array(add_rows, np.int64))
-    entities.append(np.array(add_entities, np.int64))
-    commonness.append(np.array(add_common, np.float32))
-    all_rows = np.concatenate(rows)
+    new_keys, add_rows, add_entities, add_common = _additions(dictionary, groups, cfg)
+    all_rows = np.concatenate([np.repeat(np.arange(n), np.diff(dictionary.offsets)), add_rows])
     order = np.argsort(all_rows, kind="stable")  # a row's anchor candidates stay first
     offsets = np.concatenate([[0], np.cumsum(np.bincount(all_rows, minlength=n + len(new_keys)))])
     from_alias = np.concatenate([np.zeros(len(dictionary.entities), bool), np.ones(len(add_entities), bool)])
@@ -70,9 +49,33 @@ def extend(
         new_keys,
         link_prob,
         offsets,
-        np.concatenate(entities)[order],
-        np.concatenate(commonness)[order],
+        np.concatenate([dictionary.entities, add_entities])[order],
+        np.concatenate([dictionary.commonness, add_common])[order],
         from_alias[order],
+    )
+
+
+def _additions(dictionary: tagme.Dictionary, groups: dict[str, list[int]], cfg: tagme.TagmeConfig):
+    """(new keys, and the rows, entities and commonness of every candidate to add)."""
+    n = len(dictionary)
+    new_keys: list[str] = []
+    rows, entities, common = [], [], []
+    for key, ids in groups.items():
+        row = dictionary.row(key)
+        if row is None:  # no anchor: the alias's entities share it equally
+            row, prior, known = n + len(new_keys), 1.0 / len(ids), set()
+            new_keys.append(key)
+        else:
+            prior, known = cfg.kg_alias_prior, set(dictionary.candidates(row).entities.tolist())
+        fresh = [e for e in ids if e not in known]
+        rows += [row] * len(fresh)
+        entities += fresh
+        common += [prior] * len(fresh)
+    return (
+        new_keys,
+        np.array(rows, np.int64),
+        np.array(entities, np.int64),
+        np.array(common, np.float32),
     )
 
 

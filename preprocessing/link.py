@@ -2,7 +2,9 @@
 
 Each page's own anchors are gold mentions (`source = "anchor"`: Wikipedia links an entity once per
 article); the linker adds what it finds beyond them (`tagme`, the local TAGME of
-`preprocessing.tagme`, or `tagme-api`, the official web service). Every mention is aligned to the
+`preprocessing.tagme`; `discourse`, later mentions of the article's own linked names,
+`preprocessing.discourse`; `kg-alias`, a KG alias whose entity won, `preprocessing.aliases`; or
+`tagme-api`, the official web service). Every mention is aligned to the
 KG: linked page -> QID (from ingest's page_props) -> `kg_id`. A mention whose entity is not in the
 KG (or when no KG is loaded) keeps its target title, page id and QID with `kg_id` null, counted.
 """

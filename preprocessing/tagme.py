@@ -7,7 +7,10 @@ The anchor dictionary and the in-link sets come from the run's own `pages` (see
   line break) whose lower-cased, space-joined tokens are a dictionary anchor with link probability
   >= `min_link_prob`. Overlapping spots are resolved greedily by link probability, then length: a
   spot inside a longer spot with a higher lp is dropped, and so is a container whose inner spot
-  has the higher lp. Spots over the page's own (gold) anchors are skipped.
+  has the higher lp. Spots over the page's own (gold) anchors are skipped. Given the text, two
+  rules use its capitals (`plausible`): a piece of a longer capitalized name (`name_pieces`) or of
+  a compound (`compound_pieces`) is no spot, since the whole is the mention and the piece names
+  something else; and a KG alias that is no anchor must be capitalized.
 - Voting: vote_b(p_a) = sum over p_b in Pg(b) of rel(p_b, p_a) * Pr(p_b|b) / |Pg(b)|, and
   rel_a(p_a) = sum over b != a of vote_b(p_a), with Milne-Witten relatedness over in-link sets.
   Every occurrence of one anchor text in a page is one voter (repeats would vote for themselves),
@@ -388,19 +391,13 @@ def annotate(
 
     With the `text`, spots are checked against its capitals (name pieces, KG-alias spots); `forms`
     (`preprocessing.discourse.forms`) are the article's own names, spotted and linked by discourse."""
-    from preprocessing import discourse
+    from preprocessing import discourse  # it builds on this module: imported when first needed
 
     stats = stats if stats is not None else Counter()
-    over_gold = gold_tokens(starts, ends, gold)
-    spots = _free(spot(tokens, breaks, dictionary, cfg), over_gold)
     caps = [text[i : i + 1].isupper() for i in starts] if text is not None else None
-    if caps is not None:
-        spots = plausible(spots, tokens, breaks, caps, dictionary, cfg, stats)
-    spoken = []
-    if forms and cfg.discourse:
-        spoken = discourse.spots(tokens, breaks, caps, forms, dictionary, cfg)
-        spots, spoken = discourse.without_overlaps(spots, _free(spoken, over_gold), len(tokens))
-    stats["spots"] += len(spots) + len(spoken)
+    spots, spoken = _all_spots(
+        tokens, breaks, gold_tokens(starts, ends, gold), caps, forms, dictionary, cfg, stats
+    )
     out = []
     for first, stop in windows(breaks, cfg.context_tokens):
         lo, hi = starts[first] if first < len(starts) else 0, ends[stop - 1] if stop else 0
@@ -409,17 +406,40 @@ def annotate(
         context = sorted({e for g_start, _, e in gold if e is not None and lo <= g_start < hi})
         keys = {s.key for s in in_window} | {s.key for s in said if dictionary.row(s.key) is not None}
         chosen = disambiguate(sorted(keys), context, dictionary, relatedness, cfg)
-        for s in in_window:
-            if s.key in chosen:
-                entity_id, rho = chosen[s.key]
-                source = "kg-alias" if dictionary.is_alias(dictionary.row(s.key), entity_id) else "tagme"
-                out.append(Annotation(starts[s.first], ends[s.stop - 1], entity_id, rho, s.link_prob, source))
-            else:
-                stats["spots_pruned"] += 1
+        out += _chosen_annotations(in_window, chosen, starts, ends, dictionary, stats)
         out += discourse.choose(
             said, forms or {}, chosen, context, starts, ends, dictionary, relatedness, cfg
         )
     return sorted(out, key=lambda a: a.start)
+
+
+def _all_spots(
+    tokens, breaks, over_gold, caps, forms, dictionary, cfg, stats
+) -> tuple[list[Spot], list[Spot]]:
+    """(TAGME spots, discourse spots): off the gold anchors, through the case rules, no overlaps."""
+    from preprocessing import discourse
+
+    spots = _free(spot(tokens, breaks, dictionary, cfg), over_gold)
+    if caps is not None:
+        spots = plausible(spots, tokens, breaks, caps, dictionary, cfg, stats)
+    spoken = []
+    if forms and cfg.discourse:
+        spoken = discourse.spots(tokens, breaks, caps, forms, dictionary, cfg)
+        spots, spoken = discourse.without_overlaps(spots, _free(spoken, over_gold), len(tokens))
+    stats["spots"] += len(spots) + len(spoken)
+    return spots, spoken
+
+
+def _chosen_annotations(spots, chosen, starts, ends, dictionary: Dictionary, stats) -> list[Annotation]:
+    out = []
+    for s in spots:
+        if s.key not in chosen:
+            stats["spots_pruned"] += 1
+            continue
+        entity_id, rho = chosen[s.key]
+        source = "kg-alias" if dictionary.is_alias(dictionary.row(s.key), entity_id) else "tagme"
+        out.append(Annotation(starts[s.first], ends[s.stop - 1], entity_id, rho, s.link_prob, source))
+    return out
 
 
 _CONNECTORS = frozenset({"of", "for", "de", "von", "van", "del", "der", "du", "da", "la"})
