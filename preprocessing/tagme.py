@@ -78,9 +78,8 @@ class TagmeConfig(BaseModel):
     )
     compound_pieces: bool = Field(
         True,
-        description="Drop a spot followed by a lower-case content word (`Aramaic alphabet`), or a "
-        "lower-case spot after one (`landscape architecture`), unless its lp reaches "
-        "`compound_min_link_prob`: the compound is the mention.",
+        description="Drop a lower-case spot next to a content word (`decimal point`, `landscape "
+        "architecture`), unless its lp reaches `compound_min_link_prob`: the compound is the mention.",
     )
     compound_min_link_prob: float = Field(
         0.3, ge=0, le=1, description="Link probability at which a compound piece is spotted anyway."
@@ -491,15 +490,17 @@ def _content_word(i: int, tokens, breaks, caps) -> bool:
 
 
 def compound_piece(s: Spot, tokens: list[str], breaks, caps: list[bool]) -> bool:
-    """A spot followed by a lower-case content word on its line (`Aramaic alphabet`, `decimal
-    point`), or a lower-case spot after one (`landscape architecture`)."""
-    after = _content_word(s.stop, tokens, breaks, caps)
+    """A lower-case spot next to a content word on its line (`decimal point`, `landscape
+    architecture`, `Indian philosophy`). A capitalized spot followed by one is left alone: that
+    is a name followed by its verb as often as a compound (`Lincoln signed`)."""
     if caps[s.first]:
-        return after
+        return False
+    if _content_word(s.stop, tokens, breaks, caps):
+        return True
     i = s.first - 1
     if i < 0 or breaks[i] or not tokens[i].isalpha() or tokens[i] in _stop_words():
-        return after
-    return after or not caps[i] or not sentence_initial(tokens, breaks, i)  # `Indian philosophy` too
+        return False
+    return not caps[i] or not sentence_initial(tokens, breaks, i)
 
 
 def plausible(
