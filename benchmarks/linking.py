@@ -392,12 +392,16 @@ def main() -> None:
     ap.add_argument("--copies", type=int, nargs="*", default=[1], help="sizes: 1 = the file itself")
     ap.add_argument("--full-ablation-at", type=int, default=1, help="the size that gets every ablation row")
     ap.add_argument("--footprint-only", action="store_true", help="no linker rows: the dictionary's memory")
+    ap.add_argument(
+        "--only-full-at-size", action="store_true", help="at the other sizes, the full linker alone (time)"
+    )
     args = ap.parse_args()
     src = gensim_sample() if args.gensim_sample else args.file
     if src is None:
         ap.error("give FILE or --gensim-sample")
     for k in args.copies:
-        names = list(ABLATION) if k == args.full_ablation_at else list(AT_SIZE)
+        at_size = [FULL] if args.only_full_at_size else list(AT_SIZE)
+        names = list(ABLATION) if k == args.full_ablation_at else at_size
         bench(src, k, [] if args.footprint_only else names, args)
 
 
