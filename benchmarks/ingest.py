@@ -89,17 +89,27 @@ def input_facts(path: Path) -> tuple[int, int, int]:
 
 def repeated_multistream(src: Path, k: int, out_dir: Path) -> Path:
     """`src`'s pages K times (ids shifted, titles suffixed) as multistream bz2 + index, 100 pages a stream."""
+    head, pages = split_pages(src)
+    dump = out_dir / f"benchwiki-20260101-pages-articles-multistream1.xml-p1p{k * 10**7}.bz2"
+    return write_multistream(head, [shifted(p, c) for c in range(k) for p in pages], dump)
+
+
+def split_pages(src: Path) -> tuple[str, list[str]]:
+    """The XML before the first page, and every `<page>...</page>` of a pages-articles file."""
     with (bz2.open if src.suffix == ".bz2" else open)(src, "rt", encoding="utf-8") as f:
         xml = f.read()
-    head, first = xml[: xml.index("<page>")], xml.index("<page>")
+    first = xml.index("<page>")
     pages = [p + "</page>" for p in xml[first : xml.rindex("</page>")].split("</page>") if "<page>" in p]
-    dump = out_dir / f"benchwiki-20260101-pages-articles-multistream1.xml-p1p{k * 10**7}.bz2"
+    return xml[:first], pages
+
+
+def write_multistream(head: str, pages: list[str], dump: Path) -> Path:
+    """Pages as a multistream bz2 file (100 pages a stream) with its index beside it."""
     index_lines, offset = [], 0
     with open(dump, "wb") as out:
         offset += out.write(bz2.compress(head.encode()))
-        copies = [_shifted(p, c) for c in range(k) for p in pages]
-        for i in range(0, len(copies), 100):
-            chunk = copies[i : i + 100]
+        for i in range(0, len(pages), 100):
+            chunk = pages[i : i + 100]
             index_lines += [f"{offset}:{_ID_RE.search(p)[1]}:{_TITLE_RE.search(p)[1]}" for p in chunk]
             offset += out.write(bz2.compress("".join(chunk).encode()))
         out.write(bz2.compress(b"</mediawiki>\n"))
@@ -108,7 +118,7 @@ def repeated_multistream(src: Path, k: int, out_dir: Path) -> Path:
     return dump
 
 
-def _shifted(page: str, copy: int) -> str:
+def shifted(page: str, copy: int) -> str:
     if copy == 0:
         return page
     page = _ID_RE.sub(lambda m: f"<id>{int(m[1]) + copy * 10**7}</id>", page, count=1)

@@ -2,7 +2,9 @@
 
 Each page's own anchors are gold mentions (`source = "anchor"`: Wikipedia links an entity once per
 article); the linker adds what it finds beyond them (`tagme`, the local TAGME of
-`preprocessing.tagme`, or `tagme-api`, the official web service). Every mention is aligned to the
+`preprocessing.tagme`; `discourse`, later mentions of the article's own linked names,
+`preprocessing.discourse`; `kg-alias`, a KG alias whose entity won, `preprocessing.aliases`; or
+`tagme-api`, the official web service). Every mention is aligned to the
 KG: linked page -> QID (from ingest's page_props) -> `kg_id`. A mention whose entity is not in the
 KG (or when no KG is loaded) keeps its target title, page id and QID with `kg_id` null, counted.
 """
@@ -24,7 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from preprocessing import tagme
+from preprocessing import aliases, discourse, tagme
 from preprocessing.anchors import build_dictionary, dictionary_provenance, load_dictionary
 from preprocessing.parallel import process_pool
 from preprocessing.tagme import TagmeConfig
@@ -85,7 +87,7 @@ def link_provenance(cfg: LinkConfig, run_dir: Path) -> Provenance:
     inputs.append(("kg_entities", kg))
     remote = cfg.remote.model_dump(include={"api_url", "lang", "min_rho", "max_chars"})
     config = {"linker": cfg.linker, "tagme": cfg.tagme.model_dump(), "remote": remote}
-    sources = [Path(__file__), Path(tagme.__file__)]
+    sources = [Path(__file__), Path(tagme.__file__), Path(discourse.__file__), Path(aliases.__file__)]
     return Provenance(stable_hash(config), tuple(inputs), code_version(sources))
 
 
@@ -216,34 +218,101 @@ def _gold_rows(row: int, text: str, links: list[dict], stats: Counter) -> list[t
     ]
 
 
-def _local_annotator(cfg: LinkConfig, run_dir: Path, gold_targets: set[str]):
-    dictionary, relatedness = _local_model(run_dir, read_manifest(run_dir, ANCHORS)["fingerprint"])
+def _local_annotator(cfg: LinkConfig, run_dir: Path, gold_targets: set[str], aliases: list | None = None):
+    """Per page: TAGME, discourse and KG-alias mentions as raw rows. `aliases`: (alias, target title)
+    pairs to use instead of the KG's (the benchmark's stand-in KG)."""
+    dictionary, relatedness, extra = _model(cfg, run_dir, aliases)
     entity_of = _entity_ids(run_dir, cfg, gold_targets)
+    n_targets = len(relatedness.sizes) - len(extra)
+
+    def raw_row(row: int, text: str, a: tagme.Annotation) -> tuple:
+        common = dict(rho=a.rho, lp=a.link_prob, source=a.source)
+        if a.entity_id < n_targets:
+            return _raw(row, a.start, a.end, text[a.start : a.end], entity_id=a.entity_id, **common)
+        target, page_id, qid = extra[a.entity_id - n_targets]  # a KG entity no link targets
+        return _raw(
+            row, a.start, a.end, text[a.start : a.end], target=target, page_id=page_id, qid=qid, **common
+        )
 
     def annotate(row: int, text: str, tokens: tuple, links: list[dict], stats: Counter) -> list[tuple]:
         gold = [(ln["start"], ln["end"], entity_of.get(ln["target"])) for ln in links]
-        found = tagme.annotate(*tokens, gold, dictionary, relatedness, cfg.tagme, stats)
-        stats["mentions_tagme"] += len(found)
-        return [
-            _raw(
-                row,
-                a.start,
-                a.end,
-                text[a.start : a.end],
-                entity_id=a.entity_id,
-                rho=a.rho,
-                lp=a.link_prob,
-                source="tagme",
-            )
-            for a in found
-        ]
+        forms = discourse.forms(text, links, entity_of, cfg.tagme) if cfg.tagme.discourse else None
+        found = tagme.annotate(
+            *tokens, gold, dictionary, relatedness, cfg.tagme, stats, text=text, forms=forms
+        )
+        for a in found:
+            stats[f"mentions_{a.source.replace('-', '_')}"] += 1
+        return [raw_row(row, text, a) for a in found]
 
     return annotate
 
 
+def _model(cfg: LinkConfig, run_dir: Path, aliases: list | None):
+    """(dictionary, relatedness, extra entities) of the local linker, KG aliases added when on."""
+    fingerprint = read_manifest(run_dir, ANCHORS)["fingerprint"]
+    if not cfg.tagme.kg_aliases:
+        return (*_local_model(run_dir, fingerprint), [])
+    if aliases is not None:
+        return _with_aliases(
+            *_local_model(run_dir, fingerprint), _pair_rows(run_dir, cfg, aliases), cfg.tagme
+        )
+    return _kg_model(run_dir, fingerprint, _input_stamp(run_dir), cfg.model_dump_json())
+
+
+@lru_cache(maxsize=1)
+def _kg_model(run_dir: Path, fingerprint: str, stamp: tuple, cfg_json: str):
+    """Loaded once per worker process (the fingerprints key reload it after a rebuild)."""
+    cfg = LinkConfig.model_validate_json(cfg_json)
+    return _with_aliases(*_local_model(run_dir, fingerprint), _kg_alias_rows(run_dir, cfg), cfg.tagme)
+
+
+def _with_aliases(dictionary, relatedness, rows: list[tuple], cfg: TagmeConfig):
+    """Alias rows (alias, target, entity_id or None, page_id, qid) into the dictionary; entities
+    without an id get ids after the link targets' (`extra`: their target, page id and QID)."""
+    n_targets, extra_ids, extra = len(relatedness.sizes), {}, []
+    pairs = []
+    for alias, target, entity_id, page_id, qid in rows:
+        if entity_id is None:
+            if target not in extra_ids:
+                extra_ids[target] = n_targets + len(extra)
+                extra.append((target, page_id, qid))
+            entity_id = extra_ids[target]
+        pairs.append((alias, entity_id))
+    extended = aliases.extend(dictionary, aliases.alias_groups(pairs, cfg), cfg)
+    return extended, aliases.with_entities(relatedness, n_targets + len(extra)), extra
+
+
+def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> list[tuple]:
+    """KG aliases of the entities that have a page in the run."""
+    if not is_complete(run_dir, KG_ENTITIES):
+        return []
+    conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
+    rows = conn.sql(
+        f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
+        FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({_files(run_dir, KG_ENTITIES)})) k
+        JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
+    ).fetchall()
+    conn.close()
+    return rows
+
+
+def _pair_rows(run_dir: Path, cfg: LinkConfig, pairs: list[tuple[str, str]]) -> list[tuple]:
+    conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
+    alias, target = zip(*pairs, strict=True) if pairs else ((), ())
+    conn.register(
+        "pairs", pa.table({"alias": pa.array(alias, pa.string()), "target": pa.array(target, pa.string())})
+    )
+    rows = conn.sql(
+        """SELECT a.alias, a.target, e.entity_id, p.page_id, p.qid FROM pairs a
+        LEFT JOIN titles p ON p.title = a.target LEFT JOIN entity e ON e.target = a.target ORDER BY ALL"""
+    ).fetchall()
+    conn.close()
+    return rows
+
+
 def _entity_ids(run_dir: Path, cfg: LinkConfig, targets: set[str]) -> dict[str, int]:
     """Entity ids of the gold link targets of one part (they vote as certain context)."""
-    conn = _alignment_db(run_dir, cfg.duckdb_memory_limit).cursor()
+    conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
     conn.register("wanted", pa.table({"target": pa.array(sorted(targets), pa.string())}))
     rows = conn.sql("SELECT e.target, e.entity_id FROM entity e JOIN wanted USING (target)").fetchall()
     conn.close()

@@ -7,7 +7,10 @@ The anchor dictionary and the in-link sets come from the run's own `pages` (see
   line break) whose lower-cased, space-joined tokens are a dictionary anchor with link probability
   >= `min_link_prob`. Overlapping spots are resolved greedily by link probability, then length: a
   spot inside a longer spot with a higher lp is dropped, and so is a container whose inner spot
-  has the higher lp. Spots over the page's own (gold) anchors are skipped.
+  has the higher lp. Spots over the page's own (gold) anchors are skipped. Given the text, two
+  rules use its capitals (`plausible`): a piece of a longer capitalized name (`name_pieces`) or of
+  a compound (`compound_pieces`) is no spot, since the whole is the mention and the piece names
+  something else; and a KG alias that is no anchor must be capitalized.
 - Voting: vote_b(p_a) = sum over p_b in Pg(b) of rel(p_b, p_a) * Pr(p_b|b) / |Pg(b)|, and
   rel_a(p_a) = sum over b != a of vote_b(p_a), with Milne-Witten relatedness over in-link sets.
   Every occurrence of one anchor text in a page is one voter (repeats would vote for themselves),
@@ -41,7 +44,12 @@ class TagmeConfig(BaseModel):
     max_anchor_tokens: int = Field(
         6, ge=1, description="Longest anchor, in tokens (TAGME drops longer ones)."
     )
-    min_link_count: int = Field(2, ge=1, description="Anchors linked fewer times are not in the dictionary.")
+    min_link_count: int = Field(
+        1,
+        ge=1,
+        description="Anchors linked fewer times are not in the dictionary. TAGME used 2 on a whole "
+        "Wikipedia; on a dump where most anchors are linked once (an excerpt, one split file) 2 drops most.",
+    )
     min_link_prob: float = Field(
         0.001,
         ge=0,
@@ -62,6 +70,48 @@ class TagmeConfig(BaseModel):
     )
     rho_threshold: float = Field(
         0.1, ge=0, le=1, description="rho: mentions scoring below it are pruned (0.1-0.3 useful)."
+    )
+    name_pieces: bool = Field(
+        True,
+        description="Drop a capitalized spot that is only a piece of a longer capitalized name in the "
+        "text (`Fort` of `Fort Riley`): the whole name is an entity the dictionary lacks.",
+    )
+    compound_pieces: bool = Field(
+        True,
+        description="Drop a lower-case spot next to a content word (`decimal point`, `landscape "
+        "architecture`), unless its lp reaches `compound_min_link_prob`: the compound is the mention.",
+    )
+    compound_min_link_prob: float = Field(
+        0.3, ge=0, le=1, description="Link probability at which a compound piece is spotted anyway."
+    )
+    discourse: bool = Field(
+        True,
+        description="One sense per discourse: later mentions of a surface the article links take its target "
+        "(source `discourse`), unless TAGME's own pick is much more coherent (`discourse_veto`).",
+    )
+    short_forms: bool = Field(
+        True,
+        description="Discourse also spots the short forms of the article's linked names: a person's surname, "
+        "a title without its parenthetical (capitalized in the text, unambiguous in the article).",
+    )
+    discourse_veto: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="TAGME's pick overrides the discourse sense when its coherence with the window exceeds "
+        "the discourse sense's by more than this (1: never).",
+    )
+    kg_aliases: bool = Field(
+        True,
+        description="KG aliases (kg_entities) as spots and candidates of the entities they name (source "
+        "`kg-alias`), ranked below anchor evidence by `kg_alias_prior`.",
+    )
+    kg_alias_prior: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Commonness given to a KG-alias candidate, and link probability of an alias that is no "
+        "anchor: below what the dump's anchors give, so anchor evidence ranks first.",
     )
     context_tokens: int = Field(
         300,
@@ -93,6 +143,7 @@ class Annotation:
     entity_id: int
     rho: float
     link_prob: float
+    source: str = "tagme"  # `tagme`, `kg-alias` (a KG alias candidate won), `discourse`
 
 
 class Relatedness:
@@ -134,10 +185,52 @@ class Dictionary:
         self.offsets = np.asarray(offsets, np.int64)  # candidates of row i: offsets[i]:offsets[i + 1]
         self.entities = np.asarray(entities, np.int64)
         self.commonness = np.asarray(commonness, np.float32)
-        self.index = {key: row for row, key in enumerate(keys)}
+        # KG aliases (`preprocessing.aliases`): which candidates come from the KG, and the first row
+        # that is a KG alias only (no anchor of the dump)
+        self.from_alias = np.zeros(len(self.entities), bool)
+        self.first_alias_row = len(self.link_prob)
+        self.index: dict[str, int] = {}
+        self.add_keys(keys, start=0)
+
+    def add_keys(self, keys: list[str], start: int) -> None:
+        """Index `keys` as rows start, start + 1, ... and their token prefixes."""
+        for row, key in enumerate(keys, start=start):
+            self.index[key] = row
         for key in keys:
             for n in range(1, key.count(" ") + 1):
-                self.index.setdefault(key.rsplit(" ", n)[0], self.PREFIX)
+                prefix = key.rsplit(" ", n)[0]
+                if prefix not in self.index:
+                    self.index[prefix] = self.PREFIX
+
+    @classmethod
+    def extended(
+        cls, base: Dictionary, new_keys: list[str], link_prob, offsets, entities, commonness, from_alias
+    ):
+        """`base` with rows for `new_keys` after its own, and new candidate arrays for all rows."""
+        out = cls.__new__(cls)
+        out.link_prob = np.asarray(link_prob, np.float32)
+        out.offsets, out.entities = np.asarray(offsets, np.int64), np.asarray(entities, np.int64)
+        out.commonness, out.from_alias = np.asarray(commonness, np.float32), np.asarray(from_alias, bool)
+        out.first_alias_row = len(base.link_prob)
+        out.index = dict(base.index)
+        for key in new_keys:  # a key that was only a prefix becomes a row
+            out.index.pop(key, None)
+        out.add_keys(new_keys, start=len(base.link_prob))
+        return out
+
+    def keys(self) -> list[str]:
+        """Anchor keys in row order."""
+        out = [""] * len(self.link_prob)
+        for key, row in self.index.items():
+            if row != self.PREFIX:
+                out[row] = key
+        return out
+
+    def is_alias(self, row: int, entity_id: int) -> bool:
+        """Whether `entity_id` is a candidate of `row` only through a KG alias."""
+        lo, hi = self.offsets[row], self.offsets[row + 1]
+        hits = np.flatnonzero(self.entities[lo:hi] == entity_id)
+        return bool(len(hits)) and bool(self.from_alias[lo + hits[0]])
 
     @classmethod
     def from_candidates(cls, entries: dict[str, Candidates]) -> Dictionary:
@@ -290,24 +383,158 @@ def annotate(
     relatedness: Relatedness,
     cfg: TagmeConfig,
     stats: Counter | None = None,
+    text: str | None = None,
+    forms: dict | None = None,
 ) -> list[Annotation]:
-    """TAGME over one tokenized text. `gold` are the page's own anchors (start, end, entity id or None)."""
+    """TAGME over one tokenized text. `gold` are the page's own anchors (start, end, entity id or None).
+
+    With the `text`, spots are checked against its capitals (name pieces, KG-alias spots); `forms`
+    (`preprocessing.discourse.forms`) are the article's own names, spotted and linked by discourse."""
+    from preprocessing import discourse  # it builds on this module: imported when first needed
+
     stats = stats if stats is not None else Counter()
-    spots = [s for s in spot(tokens, breaks, dictionary, cfg) if not _over_gold(s, starts, ends, gold)]
-    stats["spots"] += len(spots)
+    caps = [text[i : i + 1].isupper() for i in starts] if text is not None else None
+    spots, spoken = _all_spots(
+        tokens, breaks, gold_tokens(starts, ends, gold), caps, forms, dictionary, cfg, stats
+    )
     out = []
     for first, stop in windows(breaks, cfg.context_tokens):
         lo, hi = starts[first] if first < len(starts) else 0, ends[stop - 1] if stop else 0
         in_window = [s for s in spots if first <= s.first < stop]
+        said = [s for s in spoken if first <= s.first < stop]
         context = sorted({e for g_start, _, e in gold if e is not None and lo <= g_start < hi})
-        chosen = disambiguate(sorted({s.key for s in in_window}), context, dictionary, relatedness, cfg)
-        for s in in_window:
-            if s.key in chosen:
-                entity_id, rho = chosen[s.key]
-                out.append(Annotation(starts[s.first], ends[s.stop - 1], entity_id, rho, s.link_prob))
-            else:
-                stats["spots_pruned"] += 1
+        keys = {s.key for s in in_window} | {s.key for s in said if dictionary.row(s.key) is not None}
+        chosen = disambiguate(sorted(keys), context, dictionary, relatedness, cfg)
+        out += _chosen_annotations(in_window, chosen, starts, ends, dictionary, stats)
+        out += discourse.choose(
+            said, forms or {}, chosen, context, starts, ends, dictionary, relatedness, cfg
+        )
+    return sorted(out, key=lambda a: a.start)
+
+
+def _all_spots(
+    tokens, breaks, over_gold, caps, forms, dictionary, cfg, stats
+) -> tuple[list[Spot], list[Spot]]:
+    """(TAGME spots, discourse spots): off the gold anchors, through the case rules, no overlaps."""
+    from preprocessing import discourse
+
+    spots = _free(spot(tokens, breaks, dictionary, cfg), over_gold)
+    if caps is not None:
+        spots = plausible(spots, tokens, breaks, caps, dictionary, cfg, stats)
+    spoken = []
+    if forms and cfg.discourse:
+        spoken = discourse.spots(tokens, breaks, caps, forms, dictionary, cfg)
+        spots, spoken = discourse.without_overlaps(spots, _free(spoken, over_gold), len(tokens))
+    stats["spots"] += len(spots) + len(spoken)
+    return spots, spoken
+
+
+def _chosen_annotations(spots, chosen, starts, ends, dictionary: Dictionary, stats) -> list[Annotation]:
+    out = []
+    for s in spots:
+        if s.key not in chosen:
+            stats["spots_pruned"] += 1
+            continue
+        entity_id, rho = chosen[s.key]
+        source = "kg-alias" if dictionary.is_alias(dictionary.row(s.key), entity_id) else "tagme"
+        out.append(Annotation(starts[s.first], ends[s.stop - 1], entity_id, rho, s.link_prob, source))
     return out
+
+
+_CONNECTORS = frozenset({"of", "for", "de", "von", "van", "del", "der", "du", "da", "la"})
+_OPENERS = frozenset({".", "!", "?", ":", ";", '"', "(", "“", "'", "-", "–", "—", "*", "|"})
+
+
+def sentence_initial(tokens: list[str], breaks, i: int) -> bool:
+    """Whether token i opens a sentence, line or quote: capitalized there by grammar, not as a name."""
+    return i == 0 or breaks[i - 1] or tokens[i - 1] in _OPENERS
+
+
+def _capital_at(i: int, tokens, breaks, caps) -> bool:
+    return 0 <= i < len(tokens) and caps[i] and not breaks[i]
+
+
+def name_piece(s: Spot, tokens: list[str], breaks, caps: list[bool]) -> bool:
+    """A capitalized spot inside a longer run of capitalized words (`Black` of `Black Hawk War`,
+    `Statistics` of `Institute for Statistics`), connectors like `of` allowed inside the run."""
+    if not caps[s.first]:
+        return False
+    right = s.stop + (s.stop < len(tokens) and tokens[s.stop] in _CONNECTORS)
+    if right > s.stop and breaks[s.stop]:
+        right = s.stop
+    joined = s.first > 0 and tokens[s.first - 1] in _CONNECTORS
+    left = s.first - 1 - joined
+    # a capitalized word before a connector starts a name even at a line start (`Outline of X`)
+    left_name = _capital_at(left, tokens, breaks, caps) and (
+        (joined and tokens[left] not in _stop_words()) or not sentence_initial(tokens, breaks, left)
+    )
+    return _capital_at(right, tokens, breaks, caps) or (left_name and not breaks[s.first - 1])
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return frozenset(STOP_WORDS)
+
+
+def _content_word(i: int, tokens, breaks, caps) -> bool:
+    """A lower-case word that is no stop word."""
+    return (
+        0 <= i < len(tokens)
+        and not breaks[i]
+        and not caps[i]
+        and tokens[i].isalpha()
+        and tokens[i] not in _stop_words()
+    )
+
+
+def compound_piece(s: Spot, tokens: list[str], breaks, caps: list[bool]) -> bool:
+    """A lower-case spot next to a content word on its line (`decimal point`, `landscape
+    architecture`, `Indian philosophy`). A capitalized spot followed by one is left alone: that
+    is a name followed by its verb as often as a compound (`Lincoln signed`)."""
+    if caps[s.first]:
+        return False
+    if _content_word(s.stop, tokens, breaks, caps):
+        return True
+    i = s.first - 1
+    if i < 0 or breaks[i] or not tokens[i].isalpha() or tokens[i] in _stop_words():
+        return False
+    return not caps[i] or not sentence_initial(tokens, breaks, i)
+
+
+def plausible(
+    spots: list[Spot], tokens, breaks, caps, dictionary: Dictionary, cfg: TagmeConfig, stats
+) -> list[Spot]:
+    """Spots that pass the case rules: no name pieces (`name_pieces`); a KG alias that is no anchor
+    only where the text capitalizes it, and a one-word one only inside a sentence (aliases hold
+    common words: `It`, `Her`, `This` name works)."""
+    kept = []
+    for s in spots:
+        if cfg.name_pieces and name_piece(s, tokens, breaks, caps):
+            stats["spots_name_piece"] += 1
+        elif (
+            cfg.compound_pieces
+            and s.link_prob < cfg.compound_min_link_prob
+            and compound_piece(s, tokens, breaks, caps)
+        ):
+            stats["spots_compound_piece"] += 1
+        elif _alias_only(dictionary, s.key) and not _alias_spot_ok(s, tokens, breaks, caps):
+            stats["spots_alias_lowercase"] += 1
+        else:
+            kept.append(s)
+    return kept
+
+
+def _alias_only(dictionary: Dictionary, key: str) -> bool:
+    row = dictionary.row(key)
+    return row is not None and row >= dictionary.first_alias_row
+
+
+def _alias_spot_ok(s: Spot, tokens, breaks, caps) -> bool:
+    if not caps[s.first]:
+        return False
+    return s.stop - s.first > 1 or not sentence_initial(tokens, breaks, s.first)
 
 
 def windows(breaks: list[bool], size: int) -> list[tuple[int, int]]:
@@ -323,9 +550,24 @@ def windows(breaks: list[bool], size: int) -> list[tuple[int, int]]:
     return cuts
 
 
-def _over_gold(s: Spot, starts: list[int], ends: list[int], gold: list[tuple[int, int, int | None]]) -> bool:
-    lo, hi = starts[s.first], ends[s.stop - 1]
-    return any(lo < g_end and g_start < hi for g_start, g_end, _ in gold)
+def gold_tokens(starts: list[int], ends: list[int], gold: list[tuple[int, int, int | None]]) -> np.ndarray:
+    """Per token, whether it overlaps one of the page's gold anchors (one pass, then O(1) a spot)."""
+    mask = np.zeros(len(starts) + 1, np.int32)
+    begin, finish = np.asarray(starts), np.asarray(ends)
+    for g_start, g_end, _ in gold:
+        lo, hi = np.searchsorted(finish, g_start, "right"), np.searchsorted(begin, g_end, "left")
+        if lo < hi:
+            mask[lo] += 1
+            mask[hi] -= 1
+    return np.cumsum(mask[:-1]) > 0
+
+
+def _free(spots: list[Spot], taken: np.ndarray) -> list[Spot]:
+    """The spots that touch no token flagged in `taken`."""
+    if not taken.any():
+        return spots
+    prefix = np.concatenate([[0], np.cumsum(taken)])
+    return [s for s in spots if prefix[s.stop] == prefix[s.first]]
 
 
 @lru_cache(maxsize=1)

@@ -10,6 +10,7 @@ from tagme_server import serve_tagme
 from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
 from preprocessing.kg import KGConfig, load_kg
 from preprocessing.link import LinkConfig, link
+from preprocessing.tagme import TagmeConfig
 from preprocessing.tagme_remote import RemoteTagmeConfig
 from storage.schemas import ANCHORS, LINK_TARGETS, MENTIONS, PAGES
 from storage.shards import part_paths
@@ -63,8 +64,10 @@ def test_dictionary_link_probability_and_commonness(run_dir):
     assert (jaguar["link_count"], jaguar["text_count"]) == (4, 7)
     assert jaguar["link_prob"] == pytest.approx(4 / 7)
     assert [(t["target"], t["count"]) for t in jaguar["targets"]] == [("Jaguar", 2), ("Jaguar Cars", 2)]
-    # "brazil" and "amazon" are linked once: below min_link_count 2
-    assert set(anchors) == {"jaguar"} and manifest["stats"]["mentions_anchor"] == 6
+    # "brazil" and "amazon" are linked once: kept by min_link_count 1, dropped by TAGME's 2
+    assert set(anchors) == {"jaguar", "brazil", "amazon"} and manifest["stats"]["mentions_anchor"] == 6
+    link(LinkConfig(workers=1, tagme=TagmeConfig(min_link_count=2)), run_dir, progress=False)
+    assert {r["anchor"] for r in _rows(run_dir, ANCHORS)} == {"jaguar"}
     targets = {r["target"]: r for r in _rows(run_dir, LINK_TARGETS)}
     assert targets["Jaguar"]["sources"] == [3, 4] and targets["Jaguar Cars"]["sources"] == [5]
     assert targets["Brazil"]["page_id"] == 4 and [r["entity_id"] for r in targets.values()] == list(range(4))

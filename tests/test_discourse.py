@@ -1,0 +1,193 @@
+"""Discourse propagation, KG-alias spotting and the spot rules, on hand-made texts with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from preprocessing import aliases, discourse, tagme
+from preprocessing.tagme import Candidates, Dictionary, Relatedness, TagmeConfig
+
+# entities: 0 Abraham Lincoln, 1 Lincoln, Nebraska, 2 Illinois, 3 Mercury (planet), 4 Mercury
+# (element), 5 Jaguar, 6 Brazil, 7 George H. W. Bush, 8 George W. Bush, 9 Jaguar (band)
+TITLES = [
+    "Abraham Lincoln",
+    "Lincoln, Nebraska",
+    "Illinois",
+    "Mercury (planet)",
+    "Mercury (element)",
+    "Jaguar",
+    "Brazil",
+    "George H. W. Bush",
+    "George W. Bush",
+    "Jaguar (band)",
+]
+ENTITY = {t: i for i, t in enumerate(TITLES)}
+W = 100
+# Nebraska and Illinois share no in-links unless a test says so; the jaguar and Brazil share two
+INLINKS = {
+    0: [10],
+    1: [20],
+    2: [30, 31],
+    3: [40],
+    4: [41],
+    5: [50, 51],
+    6: [50, 51, 52],
+    7: [60],
+    8: [61],
+    9: [70],
+}
+
+
+def _relatedness(inlinks=INLINKS) -> Relatedness:
+    return Relatedness([np.array(inlinks[e], np.int64) for e in range(len(TITLES))], W)
+
+
+def _dictionary() -> Dictionary:
+    def c(lp, pages, common):
+        return Candidates(lp, np.array(pages, np.int64), np.array(common, np.float32))
+
+    return Dictionary.from_candidates(
+        {
+            "lincoln": c(0.4, [1, 0], [0.7, 0.3]),
+            "illinois": c(0.8, [2], [1.0]),
+            "mercury": c(0.3, [4, 3], [0.8, 0.2]),
+            "brazil": c(0.8, [6], [1.0]),
+            "jaguar": c(0.5, [5], [1.0]),
+        }
+    )
+
+
+def _link(text: str, surface: str, target: str, nth: int = 0) -> dict:
+    start = -1
+    for _ in range(nth + 1):
+        start = text.index(surface, start + 1)
+    return {"start": start, "end": start + len(surface), "target": target}
+
+
+def _annotate(text, links, cfg, relatedness=None, dictionary=None, use_forms=True):
+    doc = tagme.nlp()(text)
+    tokens = tagme.token_arrays(doc)
+    gold = [(ln["start"], ln["end"], ENTITY[ln["target"]]) for ln in links]
+    forms = discourse.forms(text, links, ENTITY, cfg) if use_forms else None
+    found = tagme.annotate(
+        *tokens, gold, dictionary or _dictionary(), relatedness or _relatedness(), cfg, text=text, forms=forms
+    )
+    return [(text[a.start : a.end], TITLES[a.entity_id], a.source) for a in found]
+
+
+# two paragraphs; with windows of ~10 tokens, the second votes without the first's gold link
+LINCOLN = "Abraham Lincoln was born in a cabin in Kentucky long ago.\n\nLater Lincoln spoke in Illinois."
+SMALL_WINDOWS = TagmeConfig(context_tokens=10)
+
+
+def test_a_surname_takes_the_article_linked_person():
+    links = [_link(LINCOLN, "Abraham Lincoln", "Abraham Lincoln")]
+    # TAGME alone: no vote tells the senses apart, so commonness picks the town
+    alone = _annotate(LINCOLN, links, SMALL_WINDOWS.model_copy(update={"discourse": False}))
+    assert ("Lincoln", "Lincoln, Nebraska", "tagme") in alone
+    found = _annotate(LINCOLN, links, SMALL_WINDOWS)
+    assert ("Lincoln", "Abraham Lincoln", "discourse") in found
+    assert ("Illinois", "Illinois", "tagme") in found
+    # the short-form switch off: the surname is no form of the article any more
+    no_short = _annotate(LINCOLN, links, SMALL_WINDOWS.model_copy(update={"short_forms": False}))
+    assert ("Lincoln", "Lincoln, Nebraska", "tagme") in no_short
+
+
+def test_voting_that_strongly_disagrees_keeps_tagmes_sense():
+    # Nebraska now shares in-links with Illinois, voted for in the same window: coherence 0.90 vs 0
+    related = {**INLINKS, 1: [30, 31], 2: [30, 31, 32]}
+    links = [_link(LINCOLN, "Abraham Lincoln", "Abraham Lincoln")]
+    found = _annotate(LINCOLN, links, SMALL_WINDOWS, relatedness=_relatedness(related))
+    assert ("Lincoln", "Lincoln, Nebraska", "tagme") in found
+    # a veto of 1 never lets voting win
+    never = SMALL_WINDOWS.model_copy(update={"discourse_veto": 1.0})
+    assert ("Lincoln", "Abraham Lincoln", "discourse") in _annotate(
+        LINCOLN, links, never, relatedness=_relatedness(related)
+    )
+
+
+def test_a_title_without_its_parenthetical_and_only_where_capitalized():
+    text = (
+        "The innermost planet of the solar system is very hot by day.\n\n"
+        "Mercury has no moons, but liquid mercury is a metal."
+    )
+    links = [_link(text, "innermost planet", "Mercury (planet)")]
+    found = _annotate(text, links, SMALL_WINDOWS)
+    assert ("Mercury", "Mercury (planet)", "discourse") in found
+    assert ("mercury", "Mercury (element)", "tagme") in found  # lower case: no short form
+
+
+def test_the_same_surface_later_takes_the_articles_target():
+    text = "The Jaguar played a long concert in a big hall once.\n\nLater Jaguar toured again."
+    links = [_link(text, "Jaguar", "Jaguar (band)")]
+    alone = _annotate(text, links, SMALL_WINDOWS.model_copy(update={"discourse": False}))
+    assert ("Jaguar", "Jaguar", "tagme") in alone  # the dictionary knows only the animal
+    found = _annotate(text, links, SMALL_WINDOWS)
+    assert ("Jaguar", "Jaguar (band)", "discourse") in found
+
+
+def test_forms_drop_ambiguous_short_forms_and_common_nouns():
+    text = "George H. W. Bush and George W. Bush met. Lincoln won the war. Abraham Lincoln was there."
+    links = [
+        _link(text, "George H. W. Bush", "George H. W. Bush"),
+        _link(text, "George W. Bush", "George W. Bush"),
+        _link(text, "Abraham Lincoln", "Abraham Lincoln"),
+    ]
+    forms = discourse.forms(text, links, ENTITY, TagmeConfig())
+    assert "bush" not in forms  # two linked Bushes: the surname names neither
+    assert forms["lincoln"] == discourse.Form(ENTITY["Abraham Lincoln"], short=True)
+    assert forms["george w. bush"].short is False  # the linked text itself
+    assert discourse.short_forms("American Civil War", {"war"}) == ["American Civil War"] * 2
+    assert discourse.short_forms("Mercury (planet)") == ["Mercury (planet)", "Mercury"]
+
+
+def test_kg_aliases_extend_candidates_below_anchors_and_add_spots():
+    cfg = TagmeConfig()
+    base = _dictionary()
+    groups = aliases.alias_groups([("Panthera onca", 5), ("jaguar", 9), ("jaguar", 5), ("J", 5)], cfg)
+    assert groups == {"panthera onca": [5], "jaguar": [9, 5]}  # one character: no spot
+    extended = aliases.extend(base, groups, cfg)
+    jaguar = extended.candidates(extended.row("jaguar"))
+    assert jaguar.entities.tolist() == [5, 9]  # the anchor's own first; no duplicate
+    assert jaguar.commonness.tolist() == pytest.approx([1.0, cfg.kg_alias_prior])
+    assert extended.is_alias(extended.row("jaguar"), 9) and not extended.is_alias(extended.row("jaguar"), 5)
+    onca = extended.row("panthera onca")
+    assert onca >= extended.first_alias_row and extended.link_prob[onca] == pytest.approx(cfg.kg_alias_prior)
+    assert extended.index["panthera"] == Dictionary.PREFIX
+    assert extended.candidates(extended.row("lincoln")).entities.tolist() == [1, 0]  # untouched
+
+
+def test_an_alias_spot_links_where_capitalized_and_coherent():
+    cfg = TagmeConfig(discourse=False)
+    dictionary = aliases.extend(_dictionary(), {"panthera onca": [5]}, cfg)
+    text = "In Brazil lives Panthera onca, and panthera onca in lower case is no name."
+    found = _annotate(text, [], cfg, dictionary=dictionary, use_forms=False)
+    assert ("Panthera onca", "Jaguar", "kg-alias") in found
+    assert not any(s == "panthera onca" for s, _, _ in found)
+    # rho = (lp + coherence) / 2: the alias prior 0.05 and rel(Jaguar, Brazil)
+    rel = 1 - (math.log(3) - math.log(2)) / (math.log(W) - math.log(2))
+    doc = tagme.nlp()(text)
+    annotations = tagme.annotate(*tagme.token_arrays(doc), [], dictionary, _relatedness(), cfg, text=text)
+    onca = next(a for a in annotations if a.source == "kg-alias")
+    assert onca.rho == pytest.approx((cfg.kg_alias_prior + rel) / 2, abs=1e-6)
+    # without the Brazil context the alias has no coherence and is pruned
+    alone = _annotate("There lives Panthera onca, they say.", [], cfg, dictionary=dictionary, use_forms=False)
+    assert alone == []
+
+
+def test_name_and_compound_pieces():
+    text = "He saw the Black Hawk War, landscape architecture and Outline of Brazil here."
+    doc = tagme.nlp()(text)
+    tokens, starts, _, breaks = tagme.token_arrays(doc)
+    caps = [text[i : i + 1].isupper() for i in starts]
+
+    def spot_of(word):
+        i = tokens.index(word)
+        return tagme.Spot(i, i + 1, word, 0.1)
+
+    assert tagme.name_piece(spot_of("hawk"), tokens, breaks, caps)
+    assert tagme.name_piece(spot_of("brazil"), tokens, breaks, caps)  # `Outline of` starts the name
+    assert not tagme.name_piece(spot_of("he"), tokens, breaks, caps)
+    assert tagme.compound_piece(spot_of("architecture"), tokens, breaks, caps)
+    assert not tagme.compound_piece(spot_of("saw"), tokens, breaks, caps)  # `he` and `the`: stop words

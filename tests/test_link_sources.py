@@ -1,0 +1,102 @@
+"""The link stage's new sources on a hand-made dump: `discourse` and `kg-alias` mentions, aligned."""
+
+import gzip
+
+import pyarrow.parquet as pq
+import pytest
+from dumps import page, write_multistream, write_page_props
+
+from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
+from preprocessing.kg import KGConfig, load_kg
+from preprocessing.link import LinkConfig, link
+from preprocessing.tagme import TagmeConfig
+from storage.schemas import MENTIONS, PAGES
+from storage.shards import part_paths
+
+# "Amazon" links the company three times, the rainforest once (on page 3, which later says "the
+# Amazon" again, in a paragraph of its own); the KG knows the jaguar as "Panthera onca" too
+RAINFOREST = (
+    "The [[Amazon rainforest|Amazon]] covers much of [[Brazil]] and more. The [[Jaguar|jaguar]] lives "
+    "there, and so does Panthera onca.\n\nLater the Amazon flooded again."
+)
+PAGES_XML = [
+    page(1, "Jaguar", "The jaguar is a big cat."),
+    page(2, "Brazil", "Brazil is a country."),
+    page(3, "Amazon rainforest", RAINFOREST),
+    page(4, "Amazon (company)", "Amazon sells books."),
+    page(
+        5,
+        "Seattle",
+        "[[Amazon (company)|Amazon]] is here. [[Amazon (company)|Amazon]] is big, "
+        "and so is [[Amazon (company)|Amazon]].",
+    ),
+]
+QIDS = {1: "Q35694", 2: "Q155", 3: "Q177567", 4: "Q3884", 5: "Q5083"}
+KG_LINES = "Q35694\tjaguar\tPanthera onca\nQ155\tBrazil\nQ177567\tAmazon rainforest\nQ3884\tAmazon\n"
+# windows of ~10 tokens: the later "Amazon" is voted on without the page's own links
+CFG = TagmeConfig(context_tokens=10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sources")
+    dump, _ = write_multistream(
+        tmp / "testwiki-20260301-pages-articles-multistream1.xml-p1p9.bz2", PAGES_XML, 5
+    )
+    write_page_props(tmp / "testwiki-20260301-page_props.sql.gz", QIDS)
+    run = tmp / "run"
+    ingest(IngestConfig(workers=1), inputs_for_file(dump), run, progress=False)
+    kg = tmp / "kg"
+    kg.mkdir()
+    for name, text in (
+        ("entity", KG_LINES),
+        ("relation", "P30\tcontinent\n"),
+        ("text", ""),
+        ("all_triplet", "Q177567\tP30\tQ155\n"),
+    ):
+        with gzip.open(kg / f"wikidata5m_{name}.txt.gz", "wt", encoding="utf-8") as f:
+            f.write(text)
+    load_kg(KGConfig(path=kg), run, progress=False)
+    return run
+
+
+def _found(run_dir, tagme_cfg: TagmeConfig) -> tuple[list[dict], dict]:
+    manifest = link(LinkConfig(workers=1, tagme=tagme_cfg), run_dir, progress=False)
+    rows = [r for p in part_paths(run_dir, MENTIONS) for r in pq.read_table(p).to_pylist()]
+    page3 = next(r for r in rows if r["page_id"] == 3)
+    return [m for m in page3["mentions"] if m["source"] != "anchor"], manifest["stats"]
+
+
+def test_the_later_mention_takes_the_articles_sense(run_dir):
+    text = next(
+        r["text"]
+        for p in part_paths(run_dir, PAGES)
+        for r in pq.read_table(p).to_pylist()
+        if r["page_id"] == 3
+    )
+    later = text.rindex("Amazon")
+    found, stats = _found(run_dir, CFG)
+    amazon = next(m for m in found if m["start"] == later)
+    assert (amazon["target"], amazon["source"], amazon["qid"]) == (
+        "Amazon rainforest",
+        "discourse",
+        "Q177567",
+    )
+    assert stats["mentions_discourse"] >= 1
+    # without discourse, commonness (3 links to 1) names the company
+    alone, _ = _found(run_dir, CFG.model_copy(update={"discourse": False}))
+    assert next(m for m in alone if m["start"] == later)["target"] == "Amazon (company)"
+
+
+def test_a_kg_alias_is_spotted_and_aligned(run_dir):
+    found, stats = _found(run_dir, CFG)
+    onca = next(m for m in found if m["surface"] == "Panthera onca")
+    assert (onca["target"], onca["source"], onca["qid"], onca["target_page_id"]) == (
+        "Jaguar",
+        "kg-alias",
+        "Q35694",
+        1,
+    )
+    assert onca["kg_id"] == 0 and stats["mentions_kg_alias"] == 1
+    off, _ = _found(run_dir, CFG.model_copy(update={"kg_aliases": False}))
+    assert not any(m["surface"] == "Panthera onca" for m in off)
