@@ -121,3 +121,20 @@ def test_kg_templates_cover_the_sample_kg_and_a_user_file_overrides(tmp_path):
     extra = tmp_path / "templates.jsonl"
     extra.write_text(json.dumps({"relation": "P19", "template": "[X] came into the world in [Y] ."}) + "\n")
     assert read_templates(extra)["P19"] == "[X] came into the world in [Y] ."
+
+
+def test_kg_probe_caps_each_split_in_sql_and_counts_the_rest(rigged, tmp_path):
+    """Only max_facts facts a split reach Python (Wikidata5M has 20.6M triples); the first in (head, rel,
+    tail) order, as before: seen keeps Ada -P19-> Paris, unseen Ada -P19-> New York (then skipped: two
+    tokens); France -P36-> Paris and Italy -P36-> Rome are over the cap."""
+    run_dir = write_kg_run(tmp_path / "run")
+    result = evaluate_kg_probe(run_dir, *rigged, max_facts=1)
+    assert (result["metrics"]["n_seen"], result["metrics"]["n_unseen"]) == (1, 0)
+    assert result["skipped"] == {"no_template": 1, "over_max_facts": 2, "multi_token_object": 1}
+    from trelm.evaluate.kg_probe import read_kg_facts
+
+    rows, _ = read_kg_facts(run_dir, list(read_templates()), max_facts=1)
+    assert [(pid, subject, obj) for pid, subject, obj, _ in rows] == [
+        ("P19", "Ada Smith", "Paris"),
+        ("P19", "Ada Smith", "New York"),
+    ]

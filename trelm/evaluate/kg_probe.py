@@ -25,19 +25,32 @@ TEMPLATES_DIR = Path(__file__).with_name("templates")
 SHIPPED_TEMPLATES = (TEMPLATES_DIR / "lama_trex.jsonl", TEMPLATES_DIR / "kg_extra.jsonl")
 SPLITS = ("seen", "unseen")
 
-_FACTS_SQL = """
+# Every triple is classified in DuckDB (Wikidata5M has 20.6M): only the first `max_facts` templated facts of
+# each split, in (head, rel, tail) order, come back to Python with their labels; the rest only as counts.
+_RANKED_SQL = """
 WITH seen AS (
   SELECT DISTINCT e.kg_id AS head, e.rel_id AS rel, e.tail_kg_id AS tail
   FROM instances, unnest(entities) AS x(e)
   WHERE e.important AND e.rel_id IS NOT NULL AND e.tail_kg_id IS NOT NULL
+),
+facts AS (
+  SELECT k.head, k.rel, k.tail, r.pid, list_contains($pids, r.pid) AS templated, s.head IS NOT NULL AS seen
+  FROM kg_triples k
+  JOIN kg_relations r ON r.rel_id = k.rel
+  LEFT JOIN seen s ON s.head = k.head AND s.rel = k.rel AND s.tail = k.tail
+),
+ranked AS (
+  SELECT *, row_number() OVER (PARTITION BY templated, seen ORDER BY head, rel, tail) AS n FROM facts
 )
-SELECT r.pid, h.label AS subject, t.label AS object, s.head IS NOT NULL AS seen
-FROM kg_triples k
-JOIN kg_relations r ON r.rel_id = k.rel
-JOIN kg_entities h ON h.kg_id = k.head
-JOIN kg_entities t ON t.kg_id = k.tail
-LEFT JOIN seen s ON s.head = k.head AND s.rel = k.rel AND s.tail = k.tail
-ORDER BY k.head, k.rel, k.tail
+"""
+_FACTS_SQL = _RANKED_SQL + """
+SELECT f.pid, h.label AS subject, t.label AS object, f.seen
+FROM ranked f JOIN kg_entities h ON h.kg_id = f.head JOIN kg_entities t ON t.kg_id = f.tail
+WHERE f.templated AND f.n <= $max_facts
+ORDER BY f.head, f.rel, f.tail
+"""
+_SKIPPED_SQL = _RANKED_SQL + """
+SELECT count(*) FILTER (WHERE NOT templated), count(*) FILTER (WHERE templated AND n > $max_facts) FROM ranked
 """
 
 
@@ -52,8 +65,11 @@ def read_templates(extra: Path | None = None) -> dict[str, str]:
     return templates
 
 
-def read_kg_facts(run_dir: Path) -> list[tuple[str, str, str, bool]]:
-    """(pid, subject label, object label, seen) of every KG triple of the run."""
+def read_kg_facts(
+    run_dir: Path, pids: list[str], max_facts: int
+) -> tuple[list[tuple[str, str, str, bool]], dict[str, int]]:
+    """(pid, subject label, object label, seen) of the first `max_facts` facts of each split whose relation
+    has a template (`pids`), and the counts of the others by reason (no_template, over_max_facts)."""
     from storage import duck
 
     conn, views = duck.connect(Path(run_dir))
@@ -62,9 +78,13 @@ def read_kg_facts(run_dir: Path) -> list[tuple[str, str, str, bool]]:
         if missing:
             needed = sorted(missing)
             raise FileNotFoundError(f"run {run_dir} lacks {needed}: run `trelm link` and `trelm select`")
-        return conn.execute(_FACTS_SQL).fetchall()
+        params = {"pids": sorted(pids), "max_facts": max_facts}
+        rows = conn.execute(_FACTS_SQL, params).fetchall()
+        no_template, over = conn.execute(_SKIPPED_SQL, params).fetchone()
     finally:
         conn.close()
+    counts = {"no_template": no_template, "over_max_facts": over}
+    return rows, {reason: n for reason, n in counts.items() if n}
 
 
 def build_probe_facts(
@@ -94,8 +114,9 @@ def evaluate_kg_probe(
     max_len: int = 128,
 ) -> dict:
     """{metrics: {p_at_1, p_at_1_{seen,unseen}, micro_*, n_seen, n_unseen}, per_relation, n, skipped}."""
-    skipped: dict[str, int] = {}
-    facts = build_probe_facts(read_kg_facts(run_dir), read_templates(templates_file), max_facts, skipped)
+    templates = read_templates(templates_file)
+    rows, skipped = read_kg_facts(run_dir, list(templates), max_facts)
+    facts = build_probe_facts(rows, templates, max_facts, skipped)
     kept = keep_single_token(facts, tokenizer, None, skipped)
     hits = probe_hits(model, tokenizer, kept, None, batch_size, max_len)
     return summarize_kg_probe([fact for fact, _ in kept], hits, skipped)
