@@ -24,6 +24,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,11 +36,11 @@ import duckdb
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
-from pretrain import PEAK_TFLOPS, train_log  # noqa: E402
+from pretrain import mfu, model_dims, train_log  # noqa: E402
 from production_fixtures import (  # noqa: E402
     REHEARSAL_KG_ENTITIES,
     SAMPLE,
-    byte_bpe_tokenizer,
+    byte_bpe_roberta,
     enwiki_rehearsal,
     hub_kg,
     override_args,
@@ -64,27 +65,8 @@ def device_name() -> str:
 
 
 def make_model(folder: Path, shape: str) -> Path:
-    """The sample-trained byte-level BPE and a random RobertaForMaskedLM of the given shape."""
-    import torch
-    from transformers import RobertaConfig, RobertaForMaskedLM
-
-    if (folder / "config.json").exists():
-        return folder
-    tokenizer = byte_bpe_tokenizer(folder)
-    layers, hidden, heads, d_ff = SHAPES[shape]
-    torch.manual_seed(0)
-    config = RobertaConfig(
-        vocab_size=len(tokenizer),
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        num_attention_heads=heads,
-        intermediate_size=d_ff,
-        max_position_embeddings=514,
-        pad_token_id=tokenizer.pad_token_id,
-        type_vocab_size=1,
-    )
-    RobertaForMaskedLM(config).save_pretrained(folder)
-    return folder
+    """The sample-trained byte-level BPE and a random RobertaForMaskedLM of the given shape (made once)."""
+    return folder if (folder / "config.json").exists() else byte_bpe_roberta(folder, shape=SHAPES[shape])
 
 
 def make_run(work: Path, model: Path, device: str) -> Path:
@@ -156,6 +138,8 @@ def train_variant(run_dir: Path, model: Path, name: str, args) -> dict:
         },
     }
     cfg = PretrainConfig.model_validate(deep_merge(base, VARIANTS[name]))
+    # figures are measured, never read back: an earlier run's checkpoint would resume at its budget
+    shutil.rmtree(run_dir / "checkpoints" / name, ignore_errors=True)
     config_file = run_dir / f"gpu-check-{name}.yaml"
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     env = {**os.environ, "MASTER_PORT": "29791", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
@@ -175,20 +159,6 @@ def summarize(log: dict[str, list[float]], args) -> dict:
         "step_s": statistics.median(log["step_s"][after_warmup]),
         "peak_memory_mb": max(log["peak_memory_mb"]),
     }
-
-
-def mfu(model: Path, seq_len: int, tokens_per_s: float) -> float | None:
-    """(6 N + 12 L H T) FLOPs per token (PaLM, appendix B) at the measured rate, over the dense bf16 peak."""
-    from transformers import AutoConfig
-
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in device_name()), None)
-    if peak is None:
-        return None
-    c = AutoConfig.from_pretrained(model)
-    n_params = c.num_hidden_layers * (4 * c.hidden_size**2 + 2 * c.hidden_size * c.intermediate_size)
-    n_params += c.vocab_size * c.hidden_size
-    flops_per_token = 6 * n_params + 12 * c.num_hidden_layers * c.hidden_size * seq_len
-    return flops_per_token * tokens_per_s / (peak * 1e12)
 
 
 def main() -> None:
@@ -216,7 +186,9 @@ def main() -> None:
         "SELECT max(len(input_ids)) FROM read_parquet($f)",
         params={"f": [str(p) for p in (run_dir / "instances" / "v1").glob("part-*.parquet")]},
     ).fetchall()[0]
-    report["mfu_mlm_step"] = mfu(model, seq_len, report["variants"]["mlm_only"]["tokens_per_s"])
+    # (6 N + 12 L H T) FLOPs per token at the measured rate, over the device's dense bf16 peak
+    mlm_rate = report["variants"]["mlm_only"]["tokens_per_s"]
+    report["mfu_mlm_step"] = mfu(*model_dims(str(model)), seq_len, mlm_rate)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
     print_report(report)
     failed = [n for n, v in report["variants"].items() if not v["loss_last"] < v["loss_first"]]

@@ -276,7 +276,7 @@ def run_config(variant: str, name: str, seed: int, warm: Path, args, model: dict
 
 def train_variant(cfg, run_dir: Path, out: Path, facts: list[dict], warm_scores: dict) -> dict:
     """Train one run, export it to out/checkpoints/{name}, score it; returns its record."""
-    from trelm.trainer import Trainer
+    from trelm.trainer import Trainer, read_train_log
 
     start = time.perf_counter()
     Trainer(cfg, run_dir, progress=False).run()
@@ -285,7 +285,7 @@ def train_variant(cfg, run_dir: Path, out: Path, facts: list[dict], warm_scores:
     export = out / "checkpoints" / cfg.checkpoint_name
     shutil.rmtree(export, ignore_errors=True)
     shutil.copytree(ckpt / "hf", export)
-    log = train_log(ckpt)
+    log = read_train_log(ckpt)
     record = {
         "splits": score_export(export, facts),
         "timing": timing(log, wall),
@@ -295,15 +295,6 @@ def train_variant(cfg, run_dir: Path, out: Path, facts: list[dict], warm_scores:
         record["diagnostic"] = cka_diagnostic(cfg, run_dir, ckpt, facts, log)
     shutil.rmtree(ckpt, ignore_errors=True)  # the export is kept; DeepSpeed states are not needed
     return record
-
-
-def train_log(ckpt: Path) -> dict[str, list[float]]:
-    files = sorted((ckpt / "train_log" / "v2").glob("part-*.parquet"))
-    rows = duckdb.sql(
-        "SELECT name, list(value ORDER BY step) FROM read_parquet($f) GROUP BY name",
-        params={"f": [str(p) for p in files]},
-    ).fetchall()
-    return dict(rows)
 
 
 def timing(log: dict[str, list[float]], wall: float) -> dict:

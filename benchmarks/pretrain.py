@@ -120,12 +120,9 @@ def train(run_dir: Path, name: str, overrides: dict, args, steps: int, save_ever
 
 
 def train_log(run_dir: Path, name: str) -> dict[str, list[float]]:
-    files = sorted((run_dir / "checkpoints" / name / "train_log" / "v2").glob("part-*.parquet"))
-    rows = duckdb.sql(
-        "SELECT name, list(value ORDER BY step) FROM read_parquet($f) GROUP BY name",
-        params={"f": [str(p) for p in files]},
-    ).fetchall()
-    return dict(rows)
+    from trelm.trainer import read_train_log
+
+    return read_train_log(run_dir / "checkpoints" / name)
 
 
 def cost_row(log: dict[str, list[float]], warmup: int, refresh_every: int, peak_rss: float) -> dict:
@@ -225,19 +222,19 @@ def time_to_target(
     return None
 
 
-def model_dims(args) -> tuple[int, int, int]:
+def model_dims(backbone: str) -> tuple[int, int, int]:
     """(parameters, layers, hidden) of the backbone, from its config (embeddings included)."""
     from transformers import AutoConfig
 
     from storage.tokens import model_location
 
-    c = AutoConfig.from_pretrained(model_location(args.backbone))
+    c = AutoConfig.from_pretrained(model_location(backbone))
     per_layer = 4 * c.hidden_size**2 + 2 * c.hidden_size * c.intermediate_size
     return c.num_hidden_layers * per_layer + c.vocab_size * c.hidden_size, c.num_hidden_layers, c.hidden_size
 
 
 def cost_part(source: Path, work: Path, args) -> list[tuple[str, dict]]:
-    n_params, layers, hidden = model_dims(args)
+    n_params, layers, hidden = model_dims(args.backbone)
     files = [str(p) for p in part_paths(source, INSTANCES)]
     (seq_len,) = duckdb.sql(
         "SELECT max(len(input_ids)) FROM read_parquet($f)", params={"f": files}

@@ -207,7 +207,7 @@ def train_transe(
     set_random_seed(cfg.seed)  # numpy, torch and python: the batch order draws from them
     n_entities = read_manifest(run_dir, KG_ENTITIES)["rows"]
     n_relations = read_manifest(run_dir, KG_RELATIONS)["rows"]
-    triples, excluded = _without(_read_triples(run_dir), exclude)
+    triples, excluded = _without(read_triples(run_dir), exclude)
     triples = torch.from_numpy(triples)
     # a duplicate split across train and test would be a free hit
     unique = torch.unique(triples, dim=0)
@@ -232,8 +232,16 @@ def train_transe(
     return vectors, metrics
 
 
-def _read_triples(run_dir: Path) -> np.ndarray:
-    tables = [pq.read_table(p, columns=["head", "rel", "tail"]) for p in part_paths(run_dir, KG_TRIPLES)]
+def read_triples(run_dir: Path) -> np.ndarray:
+    """[n, 3] int64 (head, rel, tail) of the run's KG, in part order."""
+    return triple_array(part_paths(run_dir, KG_TRIPLES))
+
+
+def triple_array(paths) -> np.ndarray:
+    """[n, 3] int64 (head, rel, tail) of Parquet parts with those columns ([0, 3] when they hold none)."""
+    tables = [pq.read_table(p, columns=["head", "rel", "tail"]) for p in paths]
+    if not sum(t.num_rows for t in tables):
+        return np.zeros((0, 3), np.int64)
     columns = [np.concatenate([t[c].to_numpy() for t in tables]) for c in ("head", "rel", "tail")]
     return np.stack(columns, axis=1).astype(np.int64)
 

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from preprocessing.importance import SIConfig, load_encoder, si_scores
-from preprocessing.kge import KGEConfig, write_entity_embeddings
+from preprocessing.kge import KGEConfig, read_triples, triple_array, write_entity_embeddings
 from preprocessing.sequences import page_sequences
 from storage.schemas import (
     ENTITY_STATS,
@@ -215,14 +215,6 @@ def chosen_triples(conn, cfg: SelectConfig, run_dir: Path) -> dict[str, np.ndarr
     return conn.sql(_UNIFORM_TRIPLE_SQL.format(triples="kept_triples")).fetchnumpy()
 
 
-def read_triples(run_dir: Path) -> np.ndarray:
-    """[n, 3] int64 (head, rel, tail) of the run's KG, in part order."""
-    tables = [pq.read_table(p, columns=["head", "rel", "tail"]) for p in part_paths(run_dir, KG_TRIPLES)]
-    if not tables:
-        return np.zeros((0, 3), np.int64)
-    return np.stack([np.concatenate([t[c].to_numpy() for t in tables]) for c in ("head", "rel", "tail")], 1)
-
-
 _MASK64 = (1 << 64) - 1
 
 
@@ -270,11 +262,8 @@ def write_held_out(run_dir: Path, held: np.ndarray, cfg: SelectConfig) -> None:
 
 def read_held_out(run_dir: Path) -> np.ndarray:
     """[n, 3] int64 held-out (head, rel, tail) of the run (empty when select wrote none)."""
-    paths = part_paths(run_dir, HELD_OUT_TRIPLES) if is_complete(run_dir, HELD_OUT_TRIPLES) else []
-    tables = [pq.read_table(p) for p in paths]
-    if not tables or not sum(t.num_rows for t in tables):
-        return np.zeros((0, 3), np.int64)
-    return np.stack([np.concatenate([t[c].to_numpy() for t in tables]) for c in ("head", "rel", "tail")], 1)
+    written = is_complete(run_dir, HELD_OUT_TRIPLES)
+    return triple_array(part_paths(run_dir, HELD_OUT_TRIPLES) if written else [])
 
 
 def _quantile_cutoff(freq: np.ndarray, quantile: float) -> int:

@@ -19,7 +19,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,11 +53,19 @@ def code_version(sources: Iterable[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write then rename: readers see the old file or the new one, never a prefix."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` fills a temp file beside `path`, which is then renamed: readers see the old file or
+    the new one, never a prefix (a writer that streams, e.g. `torch.save`, needs no copy in memory)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def part_name(index: int) -> str:

@@ -47,19 +47,21 @@ def byte_bpe_tokenizer(folder: Path, vocab_size: int = 4000):
     return tokenizer
 
 
-def byte_bpe_roberta(folder: Path, seed: int = 0) -> Path:
-    """save_pretrained of a random 2-layer RobertaForMaskedLM and the sample-trained byte-level BPE."""
+def byte_bpe_roberta(folder: Path, seed: int = 0, shape: tuple[int, int, int, int] = (2, 32, 2, 64)) -> Path:
+    """save_pretrained of a random RobertaForMaskedLM of `shape` (layers, hidden, heads, d_ff; default tiny)
+    and the sample-trained byte-level BPE."""
     import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     tokenizer = byte_bpe_tokenizer(folder)
     torch.manual_seed(seed)
+    layers, hidden, heads, d_ff = shape
     config = RobertaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=d_ff,
         max_position_embeddings=514,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

@@ -21,7 +21,6 @@ over to another world: each new rank seeds its own from (seed, step, rank), and 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from storage.shards import atomic_write, atomic_write_bytes
 
 TAG_PREFIX = "step-"
 UNIVERSAL_PREFIX = "universal-"
@@ -75,19 +76,11 @@ def latest(ckpt_dir: Path) -> ResumePoint | None:
 
 def write_trainer_state(folder: Path, **state: int) -> None:
     """step, world, zero_stage, epoch, sequences: JSON that a person (or a run on another world) reads."""
-    write_json_atomic(state, folder / TRAINER_STATE)
-
-
-def write_json_atomic(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_bytes(folder / TRAINER_STATE, json.dumps(state, indent=2).encode())
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def prune(ckpt_dir: Path, keep: int) -> None:

@@ -29,7 +29,16 @@ import torch
 import yaml
 
 from storage.schemas import INSTANCES, TRAIN_LOG
-from storage.shards import Provenance, ShardWriter, code_version, read_manifest, read_part_info, stable_hash
+from storage.shards import (
+    Provenance,
+    ShardWriter,
+    atomic_write_bytes,
+    code_version,
+    dataset_dir,
+    read_manifest,
+    read_part_info,
+    stable_hash,
+)
 from trelm import checkpoints
 from trelm.checkpoints import atomic_torch_save, rng_state, set_rng_state
 from trelm.config import PretrainConfig
@@ -125,6 +134,18 @@ def linear_schedule(optimizer, warmup: int, total: int):
 
 
 # ---------------------------------------------------------------- train_log
+
+
+def read_train_log(ckpt_dir: Path) -> dict[str, list[float]]:
+    """Metric name -> its values in step order, from a checkpoint folder's `train_log` parts (the parts,
+    not the manifest, so it also reads a run that is still going)."""
+    import duckdb
+
+    files = sorted(str(p) for p in dataset_dir(Path(ckpt_dir), TRAIN_LOG).glob("part-*.parquet"))
+    rows = duckdb.sql(
+        "SELECT name, list(value ORDER BY step) FROM read_parquet($f) GROUP BY name", params={"f": files}
+    ).fetchall()
+    return dict(rows)
 
 
 class TrainLog:
@@ -492,9 +513,7 @@ class Trainer:
 
 
 def _write_yaml(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
 
 
 def peak_memory_mb(device: torch.device) -> float:
