@@ -10,9 +10,10 @@
   holder dies, so a killed worker never leaves a stale lock behind; `.run-holder.json` beside it
   names the holder (host, pid, flow run) for the message the second run gets when it gives up.
 - **Completion record.** `_run_complete.json`, written last in the run folder, holds the dump date,
-  the hash of every setting that changes an output (`outputs_hash`) and each stage's stats. A
-  scheduled run whose newest finished dump has a record with the same hash ends at once ("nothing
-  new"); a new dump date gets its own run folder, so earlier runs stay untouched.
+  the hash of every setting that changes an output (`outputs_hash`), the code version of the
+  pipeline (`storage.code`) and each stage's stats. A scheduled run whose newest finished dump has a
+  record with the same hashes ends at once ("nothing new"); a new dump date gets its own run
+  folder, so earlier runs stay untouched.
 
 This module is imported by `flows.config` (it holds a config class), so it imports no Prefect,
 Dask or Ray at module level.
@@ -32,6 +33,7 @@ from typing import Literal
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field
 
+from storage.code import module_code_version
 from storage.shards import atomic_write_bytes, stable_hash
 
 STAGES = ("download", "ingest", "link", "select", "pretrain", "evaluate")
@@ -175,14 +177,20 @@ def outputs_hash(cfg: BaseModel) -> str:
     return stable_hash([data, cfg.orchestration.run_until])
 
 
+def pipeline_code() -> str:
+    """The code version of every stage the `trelm` flow runs: after an edit the run is not "nothing new",
+    and each stage then finds by its own provenance whether the edit concerns it."""
+    return module_code_version("flows.pipeline")
+
+
 def completed_run(run_dir: Path, cfg: BaseModel) -> dict | None:
     """The run folder's completion record if it was written for the same dump and config, else None."""
     try:
         record = json.loads((run_dir / RECORD_NAME).read_text())
     except (OSError, ValueError):
         return None
-    same = record.get("date") == cfg.download.date and record.get("config_hash") == outputs_hash(cfg)
-    return record if same else None
+    now = {"date": cfg.download.date, "config_hash": outputs_hash(cfg), "code_version": pipeline_code()}
+    return record if all(record.get(k) == v for k, v in now.items()) else None
 
 
 def clear_completion(run_dir: Path) -> None:
@@ -196,6 +204,7 @@ def write_completion(run_dir: Path, cfg: BaseModel, stages: dict[str, dict]) -> 
         "wiki": cfg.download.wiki,
         "date": cfg.download.date,
         "config_hash": outputs_hash(cfg),
+        "code_version": pipeline_code(),
         "run_until": cfg.orchestration.run_until,
         "stages": {name: result.get("stats", {}) for name, result in stages.items()},
         "completed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -32,17 +32,21 @@ from flows.evaluate import evaluate_flow
 from flows.pretrain import pretrain_flow
 from preprocessing import link as link_stage
 from preprocessing.download import MANIFEST_NAME, DownloadReport
+from preprocessing.ingest import ingest_provenance
 from preprocessing.select import select_provenance
 from storage import layout
+from storage.code import code_version, module_code_version
 from storage.schemas import INSTANCES, KG_ENTITIES, MENTIONS, PAGES
-from storage.shards import PartInfo, Provenance, code_version, dataset_dir, is_complete, read_manifest
+from storage.shards import PartInfo, Provenance, dataset_dir, is_complete, read_manifest
 
-_FLOWS_SOURCES = (Path(__file__), Path(stages.__file__))
+_GLUE = (Path(__file__), Path(stages.__file__))  # the flow code around the stage calls
 DATA_ROOT_ENV = "TRELM_DATA_ROOT"
 
 
-def _code() -> str:
-    return code_version(_FLOWS_SOURCES)
+def _key(stage: str, section: object, run_dir: Path | None, fingerprint: str) -> str:
+    """A task's cache key: the stage's provenance (config, inputs, the code it runs, found from its
+    imports) and the flow code calling it, so that an edit redoes exactly the stages that run it."""
+    return stages.stage_key(stage, section, [str(run_dir), fingerprint, code_version(_GLUE)])
 
 
 # ----------------------------------------------------------------------------- download
@@ -53,7 +57,7 @@ def _download_done(cfg: PipelineConfig) -> bool:
 
 
 def _download_key(_context, parameters) -> str:
-    return stages.stage_key("download", parameters["cfg"].download, _code())
+    return _key("download", parameters["cfg"].download, None, module_code_version("preprocessing.download"))
 
 
 @task(name="resolve-date", cache_policy=NONE, retries=3, retry_delay_seconds=10)
@@ -88,8 +92,8 @@ def download_flow(config: PipelineConfig) -> dict:
 
 def _ingest_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
-    inputs = stages.ingest_inputs(cfg, parameters.get("dump")).hashes()
-    return stages.stage_key("ingest", cfg.ingest, [str(parameters["run_dir"]), inputs, _code()])
+    provenance = ingest_provenance(cfg.ingest, stages.ingest_inputs(cfg, parameters.get("dump")))
+    return _key("ingest", cfg.ingest, parameters["run_dir"], provenance.fingerprint)
 
 
 @task(name="ingest-pages", cache_key_fn=_ingest_key, persist_result=True)
@@ -111,21 +115,19 @@ def ingest_flow(config: PipelineConfig, dump: Path | None = None) -> dict:
 
 def _kg_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
-    return stages.stage_key("kg", cfg.kg, [str(parameters["run_dir"]), _code()])
+    return _key("kg", cfg.kg, parameters["run_dir"], module_code_version("preprocessing.kg"))
 
 
 def _dictionary_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
     run_dir = parameters["run_dir"]
-    kg = read_manifest(run_dir, KG_ENTITIES)["fingerprint"] if is_complete(run_dir, KG_ENTITIES) else None
-    pages = read_manifest(run_dir, PAGES)["fingerprint"]
-    return stages.stage_key("link-prepare", cfg.link, [str(run_dir), pages, kg, _code()])
+    return _key("link-prepare", cfg.link, run_dir, link_stage.link_provenance(cfg.link, run_dir).fingerprint)
 
 
 def _link_part_key(_context, parameters) -> str:
     # the provenance holds the linker config, the pages, dictionary and KG fingerprints, the code
     provenance: Provenance = parameters["provenance"]
-    return stages.stage_key("link-part", provenance.fingerprint, [parameters["part"].name, _code()])
+    return _key(f"link-part-{parameters['part'].name}", None, parameters["run_dir"], provenance.fingerprint)
 
 
 @task(name="load-kg", cache_key_fn=_kg_key, persist_result=True)
@@ -177,7 +179,7 @@ def link_flow(config: PipelineConfig) -> dict:
 def _select_key(_context, parameters) -> str:
     cfg: PipelineConfig = parameters["cfg"]
     fingerprint = select_provenance(cfg.select, parameters["run_dir"]).fingerprint
-    return stages.stage_key("select", cfg.select, [fingerprint, _code()])
+    return _key("select", cfg.select, parameters["run_dir"], fingerprint)
 
 
 @task(name="select-instances", cache_key_fn=_select_key, persist_result=True)

@@ -16,11 +16,10 @@ from prefect.artifacts import create_table_artifact
 
 from flows import stages
 from flows.config import PipelineConfig
+from storage.code import code_version, module_code_version
 from storage.schemas import INSTANCES, KG_RELATIONS, TRAIN_LOG, entity_embeddings
-from storage.shards import code_version, read_manifest
+from storage.shards import read_manifest
 from trelm.config import PretrainConfig
-
-_TRAINER_SOURCES = tuple(sorted((Path(__file__).resolve().parents[1] / "trelm").glob("*.py")))
 
 
 def pretrain_inputs(run_dir: Path) -> list[str]:
@@ -33,7 +32,8 @@ def _pretrain_key(_context, parameters) -> str:
     inputs = [
         str(parameters["run_dir"]),
         pretrain_inputs(parameters["run_dir"]),
-        code_version(_TRAINER_SOURCES),
+        module_code_version("trelm.launch"),  # the trainer and every module of ours it imports
+        code_version([Path(__file__)]),
     ]
     return stages.stage_key(f"pretrain-{run.checkpoint_name}", run.effective(), inputs)
 

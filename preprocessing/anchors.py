@@ -28,11 +28,11 @@ from tqdm import tqdm
 
 from preprocessing import tagme
 from preprocessing.parallel import process_pool
+from storage.code import module_code_version
 from storage.schemas import ANCHORS, LINK_TARGETS, PAGES
 from storage.shards import (
     Provenance,
     ShardWriter,
-    code_version,
     is_complete,
     iter_batches,
     part_paths,
@@ -50,8 +50,8 @@ _TEXT_COUNTS = pa.schema([("anchor", pa.string()), ("count", pa.int64())])
 def dictionary_provenance(tagme_cfg: tagme.TagmeConfig, run_dir: Path) -> Provenance:
     pages = read_manifest(run_dir, PAGES)
     config = {"min_link_count": tagme_cfg.min_link_count, "max_anchor_tokens": tagme_cfg.max_anchor_tokens}
-    sources = [Path(__file__), Path(tagme.__file__)]
-    return Provenance(stable_hash(config), (("pages", pages["fingerprint"]),), code_version(sources))
+    code = module_code_version(__name__)
+    return Provenance(stable_hash(config), (("pages", pages["fingerprint"]),), code)
 
 
 def build_dictionary(

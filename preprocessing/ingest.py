@@ -31,12 +31,12 @@ from preprocessing.pages import PageRows, add_page
 from preprocessing.parallel import process_pool
 from preprocessing.resolve import STAGED_PAGES, resolve_links
 from preprocessing.templates import RenderOptions
+from storage.code import module_code_version
 from storage.schemas import PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
-    code_version,
     dataset_dir,
     is_complete,
     read_manifest,
@@ -45,19 +45,6 @@ from storage.shards import (
 )
 
 log = logging.getLogger(__name__)
-
-_CODE_MODULES = (
-    "ingest",
-    "resolve",
-    "pages",
-    "wikitext",
-    "templates",
-    "units",
-    "htmldump",
-    "titles",
-    "dumpfiles",
-    "sqldump",
-)
 
 
 class IngestConfig(BaseModel):
@@ -147,8 +134,7 @@ def ingest_provenance(cfg: IngestConfig, inputs: IngestInputs) -> Provenance:
             "convert_output": cfg.convert_output,
         }
     )
-    code = code_version(Path(__file__).with_name(f"{m}.py") for m in _CODE_MODULES)
-    return Provenance(config_hash, inputs.hashes(), code)
+    return Provenance(config_hash, inputs.hashes(), module_code_version(__name__))
 
 
 def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: bool = True) -> dict:

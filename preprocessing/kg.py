@@ -36,12 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from preprocessing.dumpfiles import file_hash
+from storage.code import module_code_version
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, DatasetSchema
 from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
-    code_version,
     is_complete,
     read_manifest,
     stable_hash,
@@ -129,7 +129,7 @@ def kg_provenance(cfg: KGConfig, files: dict[str, Path]) -> Provenance:
     # on every run would cost a minute; the memory limit does not change what is written
     config_hash = stable_hash({"triples": cfg.triples, "rows_per_part": cfg.rows_per_part})
     inputs = tuple((f"{role}:{p.name}", file_hash(p)) for role, p in sorted(files.items()))
-    return Provenance(config_hash, inputs, code_version([Path(__file__)]))
+    return Provenance(config_hash, inputs, module_code_version(__name__))
 
 
 # ---------------------------------------------------------------- entry point

@@ -37,12 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from preprocessing.dumpfiles import file_hash
+from storage.code import module_code_version
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, entity_embeddings
 from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
-    code_version,
     is_complete,
     part_paths,
     read_manifest,
@@ -148,7 +148,7 @@ def kge_provenance(
     config["kg_ids"] = None if kg_ids is None else hashlib.sha256(kg_ids.tobytes()).hexdigest()[:16]
     if exclude is not None and len(exclude) and cfg.source == "train":
         config["exclude"] = hashlib.sha256(np.ascontiguousarray(exclude, np.int64).tobytes()).hexdigest()[:16]
-    return Provenance(stable_hash(config), tuple(inputs), code_version([Path(__file__)]))
+    return Provenance(stable_hash(config), tuple(inputs), module_code_version(__name__))
 
 
 def _requested_ids(run_dir: Path, kg_ids: np.ndarray | None) -> np.ndarray:

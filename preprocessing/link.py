@@ -31,12 +31,12 @@ from preprocessing.anchors import build_dictionary, dictionary_provenance, load_
 from preprocessing.parallel import process_pool
 from preprocessing.tagme import TagmeConfig
 from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeConfig, RemoteTagmeError
+from storage.code import module_code_version
 from storage.schemas import ANCHORS, KG_ENTITIES, LINK_TARGETS, MENTION, MENTIONS, PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
-    code_version,
     is_complete,
     part_paths,
     read_manifest,
@@ -87,8 +87,7 @@ def link_provenance(cfg: LinkConfig, run_dir: Path) -> Provenance:
     inputs.append(("kg_entities", kg))
     remote = cfg.remote.model_dump(include={"api_url", "lang", "min_rho", "max_chars"})
     config = {"linker": cfg.linker, "tagme": cfg.tagme.model_dump(), "remote": remote}
-    sources = [Path(__file__), Path(tagme.__file__), Path(discourse.__file__), Path(aliases.__file__)]
-    return Provenance(stable_hash(config), tuple(inputs), code_version(sources))
+    return Provenance(stable_hash(config), tuple(inputs), module_code_version(__name__))
 
 
 def pages_parts(run_dir: Path) -> list[Path]:

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from preprocessing.importance import SIConfig, load_encoder, si_scores
 from preprocessing.kge import KGEConfig, read_triples, triple_array, write_entity_embeddings
 from preprocessing.sequences import page_sequences
+from storage.code import module_code_version
 from storage.schemas import (
     ENTITY_STATS,
     HELD_OUT_TRIPLES,
@@ -58,7 +59,6 @@ from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
-    code_version,
     is_complete,
     part_paths,
     read_manifest,
@@ -128,7 +128,7 @@ def select_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:
     inputs = tuple((d.name, read_manifest(run_dir, d)["fingerprint"]) for d in datasets)
     # batch size, device and dtype change speed, not (beyond float noise) which entities are chosen
     config = cfg.model_dump(exclude={"si": {"batch_size", "device", "dtype"}, "kge": {"device"}})
-    return Provenance(stable_hash(config), inputs, code_version([Path(__file__)]))
+    return Provenance(stable_hash(config), inputs, module_code_version(__name__))
 
 
 def _files(run_dir: Path, dataset) -> str:
@@ -253,7 +253,7 @@ def held_out_mask(triples: np.ndarray, fraction: float, seed: int) -> np.ndarray
 def write_held_out(run_dir: Path, held: np.ndarray, cfg: SelectConfig) -> None:
     inputs = (("kg_triples", read_manifest(run_dir, KG_TRIPLES)["fingerprint"]),)
     config = stable_hash({"fraction": cfg.held_out_fraction, "seed": cfg.target_seed})
-    provenance = Provenance(config, inputs, code_version([Path(__file__)]))
+    provenance = Provenance(config, inputs, module_code_version(__name__))
     writer = ShardWriter(run_dir, HELD_OUT_TRIPLES, provenance).open()
     columns = {n: pa.array(held[:, i], pa.int32()) for i, n in enumerate(("head", "rel", "tail"))}
     table = pa.table(columns).cast(HELD_OUT_TRIPLES.schema)

@@ -45,14 +45,6 @@ def stable_hash(obj: object) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def code_version(sources: Iterable[Path]) -> str:
-    """A hash of the source files a stage runs: editing them invalidates its cached outputs."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in sources):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)` fills a temp file beside `path`, which is then renamed: readers see the old file or
     the new one, never a prefix (a writer that streams, e.g. `torch.save`, needs no copy in memory)."""

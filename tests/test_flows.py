@@ -1,5 +1,6 @@
 """The `trelm` flow on a temporary Prefect API: every stage cached across runs, a changed stage config
-re-running that stage only, a deleted output re-running its stage, the artifacts of a run."""
+or an edited module re-running the stages it concerns only, a deleted output re-running its stage, the
+artifacts of a run."""
 
 import shutil
 from pathlib import Path
@@ -19,6 +20,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.config import load_config
 from flows.pipeline import trelm
+from flows.pretrain import pretrain_inputs
+from storage import code
 from storage.schemas import INSTANCES, MENTIONS, PAGES
 from storage.shards import MANIFEST, dataset_dir
 
@@ -102,7 +105,18 @@ def _file_requests(mirror) -> int:
     return len([r for r in mirror.requests if r.path.endswith((".bz2", ".gz"))])
 
 
-def test_stages_cache_and_rerun_from_the_changed_stage(prefect_api, tiny_encoder, tmp_path):
+def _edit_copy_of_the_code(root: Path, module_file: str, monkeypatch) -> None:
+    """Code versions read from a copy of our packages with one file edited (the running code cannot be
+    edited under the test); `storage.code` finds the copy through PROJECT_ROOT."""
+    skip = shutil.ignore_patterns("__pycache__")
+    for package in code.PROJECT_PACKAGES:
+        shutil.copytree(code.PROJECT_ROOT / package, root / package, ignore=skip)
+    with open(root / module_file, "a") as f:
+        f.write("# an edit\n")
+    monkeypatch.setattr(code, "PROJECT_ROOT", root)
+
+
+def test_stages_cache_and_rerun_from_the_changed_stage(prefect_api, tiny_encoder, tmp_path, monkeypatch):
     root = tmp_path / "mirror"
     shutil.copytree(SAMPLE_MIRROR, root)
     with serve_mirror(root) as mirror:
@@ -155,6 +169,19 @@ def test_stages_cache_and_rerun_from_the_changed_stage(prefect_api, tiny_encoder
         assert (
             changed.result()["stages"]["select"]["stats"]["selected"] >= stages["select"]["stats"]["selected"]
         )
+
+        # a module select imports edited (not select.py): select runs again, the stages before it stay
+        # cached, and what reads select's output sees a new fingerprint
+        _edit_copy_of_the_code(tmp_path / "code", "preprocessing/sequences.py", monkeypatch)
+        before_pretrain = pretrain_inputs(run_dir)
+        edited = trelm(config=cfg.model_copy(update={"select": select}), return_state=True)
+        states = _task_states(edited)
+        assert {name: states[name] for name in STAGE_TASKS[:-1]} == {
+            name: {"Cached"} for name in STAGE_TASKS[:-1]
+        }
+        assert states["select-instances"] == {"Completed"}
+        assert _mtime(run_dir, MENTIONS) == stamps["mentions"]
+        assert pretrain_inputs(run_dir) != before_pretrain
 
         # an output deleted by hand: its cache entry is not trusted
         (dataset_dir(run_dir, PAGES) / MANIFEST).unlink()

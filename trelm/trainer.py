@@ -28,12 +28,12 @@ import pyarrow as pa
 import torch
 import yaml
 
+from storage.code import module_code_version
 from storage.schemas import INSTANCES, TRAIN_LOG
 from storage.shards import (
     Provenance,
     ShardWriter,
     atomic_write_bytes,
-    code_version,
     dataset_dir,
     read_manifest,
     read_part_info,
@@ -350,8 +350,8 @@ class Trainer:
         return engine
 
     def _train_log(self) -> TrainLog:
-        sources = sorted(Path(__file__).parent.glob("*.py"))
-        provenance = Provenance(self.parts.config_hash, self.parts.inputs, code_version(sources))
+        code = module_code_version("trelm.launch")  # what `trelm pretrain` runs, the launcher included
+        provenance = Provenance(self.parts.config_hash, self.parts.inputs, code)
         log = TrainLog(self.ckpt_dir, self.cfg.checkpoint_name, provenance, self.cfg.train.tensorboard)
         (log.writer.dir / "_manifest.json").unlink(missing_ok=True)  # a manifest marks a finished run only
         return log

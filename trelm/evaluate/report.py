@@ -84,12 +84,13 @@ def write_eval_results(run_dir: Path, results: list[dict], config_hash: str) -> 
     """The `eval_results` dataset (one part) through ShardWriter: manifest last, DuckDB sees it."""
     import pyarrow as pa
 
+    from storage.code import module_code_version
     from storage.schemas import EVAL_RESULTS
-    from storage.shards import Provenance, ShardWriter, code_version
+    from storage.shards import Provenance, ShardWriter
 
-    sources = Path(__file__).parent.glob("*.py")
     inputs = tuple((r["checkpoint"], str(r["path"])) for r in results)
-    writer = ShardWriter(run_dir, EVAL_RESULTS, Provenance(config_hash, inputs, code_version(sources))).open()
+    provenance = Provenance(config_hash, inputs, module_code_version("trelm.evaluate.runner", __name__))
+    writer = ShardWriter(run_dir, EVAL_RESULTS, provenance).open()
     table = pa.Table.from_pylist(result_rows(results), schema=EVAL_RESULTS.schema)
     part = writer.write_part(0, [table])
     return writer.finalize([part])
