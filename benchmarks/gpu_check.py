@@ -120,8 +120,8 @@ def train_variant(run_dir: Path, model: Path, name: str, args) -> dict:
     """One variant through `python -m trelm.launch` (one rank), as the trainer runs in production."""
     import yaml
 
+    from storage.configio import deep_merge
     from trelm.config import PretrainConfig
-    from trelm.trainer import deep_merge
 
     base = {
         "name": name,

@@ -75,8 +75,8 @@ def copy_run(src: Path, dst: Path, parts: slice = slice(None)) -> Path:
 
 def train(run_dir: Path, name: str, overrides: dict, args, steps: int, save_every: int) -> dict:
     """One variant in its own process through `python -m trelm.launch`; returns its wall and peak RSS."""
+    from storage.configio import deep_merge
     from trelm.config import PretrainConfig
-    from trelm.trainer import deep_merge
 
     cfg = deep_merge(
         {

@@ -276,9 +276,9 @@ def _downloaded_run_config(cfg, layout):
         return cfg.model_copy(update={"download": saved.download, "run": run_dir.name})
     except FileNotFoundError:
         pass
-    wiki_dir = cfg.data_root / "dumps" / cfg.download.wiki
-    dates = sorted(p.parent.name for p in wiki_dir.glob("*/_download.json"))
+    dates = layout.downloaded_dates(cfg.data_root, cfg.download.wiki)
     if not dates:
+        wiki_dir = layout.dumps_root(cfg.data_root) / cfg.download.wiki
         _fail(f"nothing downloaded under {wiki_dir}: run `trelm download` first, or pass --dump FILE")
     return cfg.model_copy(update={"download": cfg.download.model_copy(update={"date": dates[-1]})})
 

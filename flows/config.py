@@ -18,6 +18,7 @@ from preprocessing.ingest import IngestConfig
 from preprocessing.kg import KGConfig
 from preprocessing.link import LinkConfig
 from preprocessing.select import SelectConfig
+from storage.configio import deep_merge, write_yaml
 from storage.tokens import same_tokenizer
 from trelm.config import PretrainConfig
 from trelm.evaluate.config import EvaluateConfig
@@ -105,17 +106,6 @@ def _preset(name: str) -> dict:
     return {"preset": name, **_read_yaml(path)}
 
 
-def _merge(base: dict, top: dict) -> dict:
-    merged = dict(base)
-    for key, value in top.items():
-        merged[key] = (
-            _merge(merged[key], value)
-            if isinstance(value, dict) and isinstance(merged.get(key), dict)
-            else value
-        )
-    return merged
-
-
 def _apply_override(data: dict, override: str) -> None:
     """`ingest.workers=4`: the value is parsed as YAML, so numbers, booleans and lists keep their type."""
     key, sep, raw = override.partition("=")
@@ -141,7 +131,7 @@ def load_config(
     source = name_or_file or "sample"
     if source.endswith((".yaml", ".yml")):
         top = _read_yaml(Path(source))
-        data = _merge(_preset(top.get("preset", "sample")), top)
+        data = deep_merge(_preset(top.get("preset", "sample")), top)
     else:
         data = _preset(source)
     for override in overrides:
@@ -153,8 +143,5 @@ def load_config(
 
 
 def save_config(cfg: PipelineConfig, path: Path) -> None:
-    """The resolved config, next to the outputs it produced (atomic: temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    os.replace(tmp, path)
+    """The resolved config, next to the outputs it produced."""
+    write_yaml(path, cfg.model_dump(mode="json"))

@@ -15,7 +15,6 @@ from prefect.cache_policies import NONE
 
 from flows import stages
 from flows.config import PipelineConfig
-from storage import layout
 from storage.shards import stable_hash
 
 
@@ -34,35 +33,17 @@ def write_report_task(config: PipelineConfig, run_dir: Path, results: list[dict]
     return str(write_reports(run_dir, results, stable_hash(config.evaluate.model_dump(mode="json"))))
 
 
-def _table(results: list[dict]) -> list[dict]:
-    """Rows of the comparison (task, metric, one column per checkpoint, the paper's figures)."""
-    from trelm.evaluate.paper import paper_figures
-    from trelm.evaluate.report import cell, table_rows
-
-    return [
-        {"task": task_name, "metric": metric}
-        | {r["checkpoint"]: cell(r["tasks"][task_name], metric) for r in results}
-        | {"paper": paper_figures(task_name, metric)}
-        for task_name, metric in table_rows(results)
-    ]
-
-
-def _run_dir(config: PipelineConfig) -> Path:
-    """The parent flow passes a resolved config; standalone with `date: latest`, the newest run."""
-    if config.run is None and config.download.date == "latest":
-        return layout.resolve_run(config.data_root, None)
-    return stages.run_dir_for(config)
-
-
 @flow(name="evaluate")
 def evaluate_flow(config: PipelineConfig) -> dict:
     """Evaluate the run's checkpoints on the configured tasks; write report.{json,md} and `eval_results`."""
-    run_dir = _run_dir(config)
+    run_dir = stages.run_dir_for(config)
     # one after another: each evaluation already uses every core (or the GPU)
     results = [evaluate_checkpoint_task(name, config, run_dir) for name in config.evaluate.checkpoints]
     report = write_report_task(config, run_dir, results)
+    from trelm.evaluate.report import comparison_rows
+
     create_table_artifact(
-        key="eval-report", table=_table(results), description=f"Evaluation of {run_dir.name}"
+        key="eval-report", table=comparison_rows(results), description=f"Evaluation of {run_dir.name}"
     )
     create_markdown_artifact(key="eval-report-md", markdown=Path(report).read_text())
     get_run_logger().info("evaluation report: %s\n%s", report, Path(report).read_text())

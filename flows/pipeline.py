@@ -31,7 +31,7 @@ from flows.config import PipelineConfig, load_config, save_config
 from flows.evaluate import evaluate_flow
 from flows.pretrain import pretrain_flow
 from preprocessing import link as link_stage
-from preprocessing.download import MANIFEST_NAME, DownloadReport
+from preprocessing.download import DownloadReport
 from preprocessing.ingest import ingest_provenance
 from preprocessing.select import select_provenance
 from storage import layout
@@ -53,7 +53,7 @@ def _key(stage: str, section: object, run_dir: Path | None, fingerprint: str) ->
 
 
 def _download_done(cfg: PipelineConfig) -> bool:
-    return (layout.dumps_dir(cfg.data_root, cfg.download.wiki, cfg.download.date) / MANIFEST_NAME).exists()
+    return cfg.download.date in layout.downloaded_dates(cfg.data_root, cfg.download.wiki)
 
 
 def _download_key(_context, parameters) -> str:

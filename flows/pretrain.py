@@ -16,25 +16,16 @@ from prefect.artifacts import create_table_artifact
 
 from flows import stages
 from flows.config import PipelineConfig
-from storage.code import code_version, module_code_version
-from storage.schemas import INSTANCES, KG_RELATIONS, TRAIN_LOG, entity_embeddings
-from storage.shards import read_manifest
+from storage import layout
+from storage.code import code_version
 from trelm.config import PretrainConfig
-
-
-def pretrain_inputs(run_dir: Path) -> list[str]:
-    """Fingerprints of the datasets training reads (a re-selected corpus is a new training run)."""
-    return [read_manifest(run_dir, d)["fingerprint"] for d in (INSTANCES, entity_embeddings(0), KG_RELATIONS)]
+from trelm.provenance import pretrain_provenance
 
 
 def _pretrain_key(_context, parameters) -> str:
     run: PretrainConfig = parameters["run"]
-    inputs = [
-        str(parameters["run_dir"]),
-        pretrain_inputs(parameters["run_dir"]),
-        module_code_version("trelm.launch"),  # the trainer and every module of ours it imports
-        code_version([Path(__file__)]),
-    ]
+    provenance = pretrain_provenance(run, parameters["run_dir"])
+    inputs = [str(parameters["run_dir"]), provenance.fingerprint, code_version([Path(__file__)])]
     return stages.stage_key(f"pretrain-{run.checkpoint_name}", run.effective(), inputs)
 
 
@@ -47,7 +38,7 @@ def pretrain_task(run: PretrainConfig, run_dir: Path, progress: bool) -> dict:
 
 
 def exported(run_dir: Path, run: PretrainConfig) -> bool:
-    return (Path(run_dir) / "checkpoints" / run.checkpoint_name / "hf" / "config.json").exists()
+    return (layout.hf_export(run_dir, run.checkpoint_name) / "config.json").exists()
 
 
 @flow(name="pretrain")
@@ -70,23 +61,8 @@ def pretrain_flow(config: PipelineConfig) -> dict:
 
 
 def _summary_row(run_dir: Path, name: str, result: dict) -> dict:
-    """The run's last logged loss parts, read back from its `train_log` parts."""
-    import duckdb
+    """The run's last logged loss parts."""
+    from trelm.trainer import last_losses
 
-    parts = sorted((Path(run_dir) / "checkpoints" / name / TRAIN_LOG.folder).glob("part-*.parquet"))
-    last = {}
-    if parts:
-        with duckdb.connect() as conn:
-            last = dict(
-                conn.sql(
-                    "SELECT name, arg_max(value, step) FROM read_parquet($files) "
-                    "WHERE name IN ('loss', 'mlm_loss', 'cka_loss') GROUP BY name",
-                    params={"files": [str(p) for p in parts]},
-                ).fetchall()
-            )
-    return {
-        "checkpoint": name,
-        "steps": result["steps"],
-        **{k: round(v, 4) for k, v in last.items()},
-        "hf_export": result["hf"],
-    }
+    last = last_losses(layout.checkpoint_dir(run_dir, name))
+    return {"checkpoint": name, "steps": result["steps"], **last, "hf_export": result["hf"]}

@@ -19,16 +19,7 @@ from prefect.artifacts import (
 )
 from prefect.futures import PrefectFuture, as_completed
 
-# stats keys that count what a stage dropped, by reason (see each stage's manifest)
-_DROPPED_PREFIXES = (
-    "skipped",
-    "dropped",
-    "links_unresolved",
-    "mentions_without",
-    "mentions_cut",
-    "mentions_covering_no_token",
-    "spots_pruned",
-)
+from storage.shards import is_loss_stat
 
 
 def stage_table(stage: str, result: dict, seconds: float, rows_in: int | None) -> list[dict]:
@@ -42,7 +33,7 @@ def stage_table(stage: str, result: dict, seconds: float, rows_in: int | None) -
         {"metric": "throughput rows/s", "kind": "flow", "value": round(per_second, 1)},
     ]
     for key, value in result.get("stats", {}).items():
-        kind = "dropped" if key.startswith(_DROPPED_PREFIXES) else "count"
+        kind = "dropped" if is_loss_stat(key) else "count"
         table.append({"metric": key, "kind": kind, "value": value})
     return table
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from flows.config import PipelineConfig, save_config
 from preprocessing import dumpfiles
 from preprocessing.download import DownloadReport, download_run, resolve_date
-from preprocessing.ingest import IngestInputs, ingest, inputs_for_file, inputs_for_run
+from preprocessing.ingest import IngestInputs, ingest, inputs_for_file, inputs_for_run, pages_read
 from preprocessing.kg import load_kg
 from preprocessing.link import link
 from preprocessing.select import select
@@ -26,13 +26,17 @@ def resolved(cfg: PipelineConfig) -> PipelineConfig:
 
 
 def run_dir_for(cfg: PipelineConfig, dump: Path | None = None) -> Path:
+    """The one rule for a config's run folder: `run` if named, else the local dump's run, else the dump
+    date's; an unresolved `date: latest` (a stage flow started on its own) means the newest run."""
+    if cfg.run is None and dump is None and cfg.download.date == "latest":
+        return layout.resolve_run(cfg.data_root, None)
     name = cfg.run or (dumpfiles.run_name_for(dump) if dump else f"{cfg.download.wiki}-{cfg.download.date}")
     return layout.run_dir(cfg.data_root, name)
 
 
 def download(cfg: PipelineConfig) -> DownloadReport:
     """Fetch the (resolved) dump run into `{data_root}/dumps/{wiki}/{date}`."""
-    return download_run(cfg.download, cfg.data_root / "dumps", progress=cfg.progress)
+    return download_run(cfg.download, layout.dumps_root(cfg.data_root), progress=cfg.progress)
 
 
 def download_summary(report: DownloadReport) -> dict:
@@ -54,9 +58,7 @@ def run_ingest(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> 
     """Ingest into `run_dir`, saving the resolved config beside the outputs first."""
     save_config(cfg, run_dir / layout.RUN_CONFIG)
     manifest = ingest(cfg.ingest, ingest_inputs(cfg, dump), run_dir, progress=cfg.progress)
-    # pages read from the dump: the articles kept, the redirects, and every page skipped by reason
-    dropped = sum(v for k, v in manifest["stats"].items() if k.startswith("skipped"))
-    return {**manifest, "rows_in": manifest["rows"] + manifest["stats"].get("redirects", 0) + dropped}
+    return {**manifest, "rows_in": pages_read(manifest)}
 
 
 def results_dir(cfg: PipelineConfig) -> Path:

@@ -28,11 +28,14 @@ from tqdm import tqdm
 
 from preprocessing import tagme
 from preprocessing.parallel import process_pool
+from storage import layout
 from storage.code import module_code_version
+from storage.duck import sql_files
 from storage.schemas import ANCHORS, LINK_TARGETS, PAGES
 from storage.shards import (
     Provenance,
     ShardWriter,
+    atomic_write,
     is_complete,
     iter_batches,
     part_paths,
@@ -61,14 +64,14 @@ def build_dictionary(
     provenance = dictionary_provenance(tagme_cfg, run_dir)
     if all(is_complete(run_dir, d, provenance.fingerprint) for d in (ANCHORS, LINK_TARGETS)):
         return read_manifest(run_dir, ANCHORS)
-    staging = run_dir / "_staging" / "anchors"
+    staging = layout.staging_dir(run_dir, "anchors")
     staging.mkdir(parents=True, exist_ok=True)
     parts = part_paths(run_dir, PAGES)
     _parallel(_link_counts_part, [(p, staging) for p in parts], workers, "dictionary: links", progress)
     conn = _duckdb(memory_limit, staging)
     drops = _merge_link_counts(conn, staging, tagme_cfg)
     keys_path = staging / "keys.parquet"
-    conn.execute(f"COPY (SELECT anchor FROM kept) TO '{keys_path}' (FORMAT parquet)")
+    conn.execute(f"COPY (SELECT anchor FROM kept) TO {sql_files(keys_path)} (FORMAT parquet)")
     _parallel(
         _text_counts_part, [(p, staging, keys_path) for p in parts], workers, "dictionary: text", progress
     )
@@ -116,16 +119,15 @@ def _stage(path: Path, schema: pa.Schema, rows: list[tuple]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     table = pa.table([pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="lz4")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="lz4"))
 
 
 def _merge_link_counts(conn, staging: Path, cfg: tagme.TagmeConfig) -> dict[str, int]:
     """Tables `anchor_links` (anchor, target, count) and `kept` (anchor, link_count); drop counts."""
     conn.execute(
         f"""CREATE TABLE anchor_links AS SELECT anchor, target, sum(count)::BIGINT AS count
-        FROM read_parquet('{staging}/links/*.parquet') WHERE anchor <> '' GROUP BY anchor, target"""
+        FROM read_parquet({sql_files(staging / "links" / "*.parquet")}) WHERE anchor <> ''
+        GROUP BY anchor, target"""
     )
     conn.execute(
         f"""CREATE TABLE totals AS SELECT anchor, sum(count)::BIGINT AS link_count,
@@ -196,7 +198,7 @@ def _number_targets(conn, staging: Path) -> None:
         f"""CREATE TABLE entity AS
         SELECT (row_number() OVER (ORDER BY target) - 1)::INTEGER AS entity_id, target,
                max(page_id) AS page_id, list(DISTINCT source ORDER BY source) AS sources
-        FROM read_parquet('{staging}/pairs/*.parquet') GROUP BY target"""
+        FROM read_parquet({sql_files(staging / "pairs" / "*.parquet")}) GROUP BY target"""
     )
 
 
@@ -204,8 +206,8 @@ def _write_anchors(conn, staging: Path, run_dir: Path, provenance: Provenance, d
     # an anchor's link occurrences are text occurrences too; tokenization quirks (an anchor split
     # differently inside a sentence) can leave text_count below link_count, hence the greatest()
     query = f"""
-        WITH text AS (SELECT anchor, sum(count)::BIGINT AS n FROM read_parquet('{staging}/text/*.parquet')
-                      GROUP BY anchor),
+        WITH text AS (SELECT anchor, sum(count)::BIGINT AS n
+                      FROM read_parquet({sql_files(staging / "text" / "*.parquet")}) GROUP BY anchor),
              targets AS (SELECT a.anchor,
                                 list({{'entity_id': e.entity_id, 'target': a.target, 'count': a.count}}
                                      ORDER BY a.count DESC, e.entity_id) AS targets

@@ -31,10 +31,12 @@ import urllib3
 from pydantic import Field
 from tqdm import tqdm
 
+from storage import layout
+from storage.shards import atomic_write_text
+
 # Wikimedia asks dump downloaders for a User-Agent with a way to reach the operator: the person
 # running the pipeline gives theirs in TRELM_CONTACT (an e-mail or URL) or in download.user_agent.
 CONTACT_ENV = "TRELM_CONTACT"
-MANIFEST_NAME = "_download.json"
 PART_SUFFIX = ".part"
 
 JOBS_BY_LAYOUT = {
@@ -509,9 +511,7 @@ def _write_manifest(directory: Path, cfg: DownloadConfig, date: str, specs: list
         "files": [{"name": s.name, "size": s.size, "md5": s.md5, "sha1": s.sha1} for s in specs],
         "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = directory / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-    os.replace(tmp, directory / MANIFEST_NAME)
+    atomic_write_text(directory / layout.DOWNLOAD_MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def download_run(cfg: DownloadConfig, dumps_root: Path, progress: bool = True) -> DownloadReport:

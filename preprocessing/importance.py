@@ -44,6 +44,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from preprocessing.sequences import load_tokenizer, model_location
+from storage.configio import device_name
 
 MIN_COSINE = 1e-6  # SI = 1 / max(cos, MIN_COSINE), see the module doc
 
@@ -74,14 +75,6 @@ class SIConfig(BaseModel):
     )
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def compute_dtype(cfg: SIConfig, device):
     import torch
 
@@ -98,7 +91,7 @@ def load_encoder(cfg: SIConfig):
 
     tokenizer = load_tokenizer(cfg.encoder)
     model = AutoModel.from_pretrained(model_location(cfg.encoder))
-    return tokenizer, model.eval().to(resolve_device(cfg.device))
+    return tokenizer, model.eval().to(device_name(cfg.device))
 
 
 @dataclass

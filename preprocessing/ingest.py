@@ -137,6 +137,16 @@ def ingest_provenance(cfg: IngestConfig, inputs: IngestInputs) -> Provenance:
     return Provenance(config_hash, inputs.hashes(), module_code_version(__name__))
 
 
+def pages_read(manifest: dict) -> int:
+    """Pages read from the dump: the articles kept, the redirects, and every page skipped by reason."""
+    stats = manifest["stats"]
+    return (
+        manifest["rows"]
+        + stats.get("redirects", 0)
+        + sum(v for k, v in stats.items() if k.startswith("skipped"))
+    )
+
+
 def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: bool = True) -> dict:
     """Run both phases; returns the `pages` manifest. Complete parts of an earlier run are kept."""
     provenance = ingest_provenance(cfg, inputs)
@@ -149,7 +159,7 @@ def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: boo
     pages_manifest = resolve_links(cfg, inputs, run_dir, provenance, staged, progress)
     ShardWriter(run_dir, REDIRECTS, provenance).finalize(redirect_parts)
     if not cfg.keep_staging:
-        shutil.rmtree(run_dir / "_staging" / "ingest_pages", ignore_errors=True)
+        shutil.rmtree(dataset_dir(run_dir, STAGED_PAGES).parent, ignore_errors=True)
     return pages_manifest
 
 

@@ -36,7 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from preprocessing.dumpfiles import file_hash
+from storage import layout
 from storage.code import module_code_version
+from storage.duck import sql_files
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, DatasetSchema
 from storage.shards import (
     PartInfo,
@@ -149,7 +151,7 @@ def load_kg(cfg: KGConfig, run_dir: Path, progress: bool = True) -> dict:
     writers = {d.name: ShardWriter(run_dir, d, provenance).open() for d in DATASETS}
     if not files:  # no KG: empty datasets, so readers and views see the same three tables
         return {name: w.finalize([_empty_part(w)], extra=_extra(cfg)) for name, w in writers.items()}
-    spill = run_dir / "_staging" / "kg"
+    spill = layout.staging_dir(run_dir, "kg")
     shutil.rmtree(spill, ignore_errors=True)  # a killed run's temp files
     spill.mkdir(parents=True)
     try:
@@ -205,14 +207,10 @@ class _Steps:
 # ---------------------------------------------------------------- reading into DuckDB
 
 
-def _sql_str(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def _read_lines(conn, table: str, path: Path, kind: str) -> Counter:
     """`table(line)` in file order (NULL for an empty line); counts the lines DuckDB rejected."""
     conn.execute(
-        f"CREATE TABLE {table} AS SELECT line FROM read_csv({_sql_str(path)}, {_READ_LINES}, "
+        f"CREATE TABLE {table} AS SELECT line FROM read_csv({sql_files(path)}, {_READ_LINES}, "
         f"rejects_table='{table}_rejects', rejects_scan='{table}_scan')"
     )
     rejected = conn.execute(

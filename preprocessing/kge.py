@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from preprocessing.dumpfiles import file_hash
 from storage.code import module_code_version
+from storage.configio import device_name
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, entity_embeddings
 from storage.shards import (
     PartInfo,
@@ -295,7 +296,7 @@ def _fit(train, cfg: KGEConfig, progress: bool):
     from pykeen.models import TransE
     from pykeen.training import SLCWATrainingLoop
 
-    device = _device(cfg.device)
+    device = torch.device(device_name(cfg.device))
     model = TransE(triples_factory=train, embedding_dim=cfg.dim, random_seed=cfg.seed).to(device)
     optimizer = torch.optim.Adam(model.get_grad_params(), lr=cfg.learning_rate)
     # the memory probe would run a whole extra epoch; a batch of triples needs little memory anyway
@@ -319,14 +320,6 @@ def _fit(train, cfg: KGEConfig, progress: bool):
         gc.unfreeze()
     log.info("TransE: %d epochs on %s, final loss %.4f", cfg.epochs, device, losses[-1])
     return model
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _evaluate(model, train, held_out, dim: int) -> dict:

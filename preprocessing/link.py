@@ -32,12 +32,14 @@ from preprocessing.parallel import process_pool
 from preprocessing.tagme import TagmeConfig
 from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeConfig, RemoteTagmeError
 from storage.code import module_code_version
+from storage.duck import dataset_files
 from storage.schemas import ANCHORS, KG_ENTITIES, LINK_TARGETS, MENTION, MENTIONS, PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
     is_complete,
+    part_index,
     part_paths,
     read_manifest,
     read_part_info,
@@ -107,7 +109,7 @@ def prepare(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> Provenance
 def link_part(cfg: LinkConfig, run_dir: Path, pages_part: Path, provenance: Provenance) -> PartInfo:
     """Link one pages part into the mentions part of the same name (skipped when already done)."""
     writer = ShardWriter(run_dir, MENTIONS, provenance)
-    index = int(pages_part.stem.split("-")[1])
+    index = part_index(pages_part)
     source_fp = read_part_info(pages_part).fingerprint
     done = writer.done_part(index, source_fp)
     if done is not None:
@@ -288,7 +290,7 @@ def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> list[tuple]:
     conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
     rows = conn.sql(
         f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
-        FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({_files(run_dir, KG_ENTITIES)})) k
+        FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({dataset_files(run_dir, KG_ENTITIES)})) k
         JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
     ).fetchall()
     conn.close()
@@ -363,10 +365,6 @@ def _finite(value: float) -> float:
 # ---------------------------------------------------------------- alignment
 
 
-def _files(run_dir: Path, dataset) -> str:
-    return "[" + ", ".join(f"'{p}'" for p in part_paths(run_dir, dataset)) + "]"
-
-
 @lru_cache(maxsize=1)
 def _alignment_db(run_dir: Path, memory_limit: str, _stamp: tuple = ()):
     """Per process: the run's titles, redirects, link targets (entity ids) and KG ids, as DuckDB tables.
@@ -376,20 +374,21 @@ def _alignment_db(run_dir: Path, memory_limit: str, _stamp: tuple = ()):
 
     conn = duckdb.connect(config={"memory_limit": memory_limit})
     conn.execute(
-        f"CREATE TABLE titles AS SELECT page_id, title, qid FROM read_parquet({_files(run_dir, PAGES)})"
+        "CREATE TABLE titles AS SELECT page_id, title, qid "
+        f"FROM read_parquet({dataset_files(run_dir, PAGES)})"
     )
     # the web API names pages by title, in its own snapshot: follow our redirects to ours
     conn.execute(
         "CREATE TABLE redirect AS SELECT title, any_value(target) AS target "
-        f"FROM read_parquet({_files(run_dir, REDIRECTS)}) GROUP BY title"
+        f"FROM read_parquet({dataset_files(run_dir, REDIRECTS)}) GROUP BY title"
     )
     conn.execute("CREATE TABLE entity (entity_id INTEGER, target VARCHAR, page_id BIGINT)")
     if is_complete(run_dir, LINK_TARGETS):
-        files = _files(run_dir, LINK_TARGETS)
+        files = dataset_files(run_dir, LINK_TARGETS)
         conn.execute(f"INSERT INTO entity SELECT entity_id, target, page_id FROM read_parquet({files})")
     conn.execute("CREATE TABLE kg (qid VARCHAR, kg_id INTEGER)")
     if is_complete(run_dir, KG_ENTITIES):
-        files = _files(run_dir, KG_ENTITIES)
+        files = dataset_files(run_dir, KG_ENTITIES)
         conn.execute(f"INSERT INTO kg SELECT qid, min(kg_id) FROM read_parquet({files}) GROUP BY qid")
     return conn
 

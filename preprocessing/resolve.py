@@ -18,17 +18,15 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from preprocessing.sqldump import iter_wikibase_items
+from storage import layout
+from storage.duck import sql_files
 from storage.schemas import LINK, PAGES, REDIRECTS, DatasetSchema
-from storage.shards import PartInfo, Provenance, ShardWriter, dataset_dir, stable_hash
+from storage.shards import PartInfo, Provenance, ShardWriter, dataset_dir, part_index, stable_hash
 
 _PROPS_BATCH = 100_000
 STAGED_PAGES = DatasetSchema(
-    "_staging/ingest_pages", PAGES.version, PAGES.schema, "pages before link resolution"
+    f"{layout.STAGING}/ingest_pages", PAGES.version, PAGES.schema, "pages before link resolution"
 )
-
-
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
 def _load_qids(conn, page_props: Path | None) -> None:
@@ -50,12 +48,12 @@ def build_title_map(conn, staged: list[Path], redirects: list[Path], page_props)
     conn.execute(
         f"""CREATE TABLE article AS
         SELECT s.title, min(s.page_id) AS page_id, any_value(coalesce(q.qid, s.qid)) AS qid
-        FROM read_parquet({_sql_list(staged)}) s LEFT JOIN qids q USING (page_id)
+        FROM read_parquet({sql_files(staged)}) s LEFT JOIN qids q USING (page_id)
         GROUP BY s.title"""
     )
     conn.execute(
         f"CREATE TABLE redirect AS SELECT title, any_value(target) AS target "
-        f"FROM read_parquet({_sql_list(redirects)}) GROUP BY title"
+        f"FROM read_parquet({sql_files(redirects)}) GROUP BY title"
     )
     # a double redirect (A -> B -> C) is followed to C; longer chains are rare and left at the 2nd hop
     conn.execute(
@@ -125,7 +123,7 @@ def resolve_links(
     # every final part depends on the whole title map, so on every staged part and on page_props
     map_hash = stable_hash([[p.name, p.fingerprint] for p in staged])
     writer = ShardWriter(run_dir, PAGES, provenance)
-    todo = [p for p in staged if writer.done_part(_index(p), map_hash) is None]
+    todo = [p for p in staged if writer.done_part(part_index(p.name), map_hash) is None]
     if todo:
         conn = duckdb.connect(config={"memory_limit": cfg.duckdb_memory_limit})
         build_title_map(
@@ -139,19 +137,15 @@ def resolve_links(
             jobs = pool.map(lambda p: _write_resolved(conn.cursor(), writer, run_dir, p, map_hash), todo)
             list(tqdm(jobs, total=len(todo), desc="resolve", disable=not progress))
         conn.close()
-    parts = [writer.done_part(_index(p), map_hash) for p in staged]
+    parts = [writer.done_part(part_index(p.name), map_hash) for p in staged]
     extra = {"ingest_config": cfg.model_dump(mode="json")}
     return writer.finalize(parts, extra=extra)
-
-
-def _index(part: PartInfo) -> int:
-    return int(part.name.split("-")[1].split(".")[0])
 
 
 def _write_resolved(cursor, writer: ShardWriter, run_dir: Path, staged: PartInfo, map_hash: str) -> PartInfo:
     table, stats = _resolve_part(cursor, dataset_dir(run_dir, STAGED_PAGES) / staged.name)
     info = writer.write_part(
-        _index(staged),
+        part_index(staged.name),
         [table],
         stats=stats + Counter(staged.stats),
         errors=staged.errors,

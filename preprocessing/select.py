@@ -44,7 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from preprocessing.importance import SIConfig, load_encoder, si_scores
 from preprocessing.kge import KGEConfig, read_triples, triple_array, write_entity_embeddings
 from preprocessing.sequences import page_sequences
+from storage import layout
 from storage.code import module_code_version
+from storage.duck import dataset_files, sql_files
 from storage.schemas import (
     ENTITY_STATS,
     HELD_OUT_TRIPLES,
@@ -59,15 +61,17 @@ from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
+    atomic_write,
+    atomic_write_text,
+    dataset_dir,
     is_complete,
     part_paths,
     read_manifest,
     read_part_info,
     stable_hash,
+    write_table,
 )
 from storage.tokens import in_text_ids
-
-SELECT_DIR = "select"  # run-folder subfolder for the plot and the cut-offs (besides the datasets)
 
 
 class SelectConfig(BaseModel):
@@ -131,10 +135,6 @@ def select_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:
     return Provenance(stable_hash(config), inputs, module_code_version(__name__))
 
 
-def _files(run_dir: Path, dataset) -> str:
-    return "[" + ", ".join(f"'{p}'" for p in part_paths(run_dir, dataset)) + "]"
-
-
 # ---------------------------------------------------------------- corpus facts, before the parts
 
 _FREQ_SQL = """SELECT m.kg_id, count(*) AS n FROM read_parquet({mentions}) AS x, unnest(x.mentions) AS t(m)
@@ -172,7 +172,7 @@ def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
 
     conn = duckdb.connect()
     n = read_manifest(run_dir, KG_ENTITIES)["rows"]
-    counted = conn.sql(_FREQ_SQL.format(mentions=_files(run_dir, MENTIONS))).fetchnumpy()
+    counted = conn.sql(_FREQ_SQL.format(mentions=dataset_files(run_dir, MENTIONS))).fetchnumpy()
     freq = np.zeros(n, np.int64)
     freq[counted["kg_id"].astype(np.int64)] = counted["n"]
     best = chosen_triples(conn, cfg, run_dir)
@@ -187,8 +187,8 @@ def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
 def best_triples(conn, run_dir: Path, triples: str | None = None) -> dict[str, np.ndarray]:
     """{head, rel, tail}: the highest-degree-tail triple of every entity that heads one (_BEST_TRIPLE_SQL),
     among `triples` (a FROM source; None: all the KG's triples)."""
-    source = triples or f"read_parquet({_files(run_dir, KG_TRIPLES)})"
-    sql = _BEST_TRIPLE_SQL.format(triples=source, entities=_files(run_dir, KG_ENTITIES))
+    source = triples or f"read_parquet({dataset_files(run_dir, KG_TRIPLES)})"
+    sql = _BEST_TRIPLE_SQL.format(triples=source, entities=dataset_files(run_dir, KG_ENTITIES))
     return conn.sql(sql).fetchnumpy()
 
 
@@ -254,10 +254,9 @@ def write_held_out(run_dir: Path, held: np.ndarray, cfg: SelectConfig) -> None:
     inputs = (("kg_triples", read_manifest(run_dir, KG_TRIPLES)["fingerprint"]),)
     config = stable_hash({"fraction": cfg.held_out_fraction, "seed": cfg.target_seed})
     provenance = Provenance(config, inputs, module_code_version(__name__))
-    writer = ShardWriter(run_dir, HELD_OUT_TRIPLES, provenance).open()
     columns = {n: pa.array(held[:, i], pa.int32()) for i, n in enumerate(("head", "rel", "tail"))}
     table = pa.table(columns).cast(HELD_OUT_TRIPLES.schema)
-    writer.finalize([writer.write_part(0, [table])], stats={"triples": len(held)})
+    write_table(run_dir, HELD_OUT_TRIPLES, provenance, table, stats={"triples": len(held)})
 
 
 def read_held_out(run_dir: Path) -> np.ndarray:
@@ -275,7 +274,7 @@ def _quantile_cutoff(freq: np.ndarray, quantile: float) -> int:
 def _tail_tokens(conn, run_dir: Path, tails: np.ndarray, tokenizer, max_tokens: int) -> dict[int, list[int]]:
     """Token ids of each tail entity's label as it appears inside text: the CKA target."""
     conn.register("tails", pa.table({"kg_id": pa.array(tails, pa.int32())}))
-    entities = _files(run_dir, KG_ENTITIES)
+    entities = dataset_files(run_dir, KG_ENTITIES)
     rows = conn.sql(
         f"SELECT e.kg_id, e.label FROM read_parquet({entities}) e JOIN tails USING (kg_id)"
     ).fetchall()
@@ -313,12 +312,12 @@ def _sequences(cfg: SelectConfig, run_dir: Path, index: int, tokenizer, stats: C
     out = []
     for page, row in zip(pages, mentions, strict=True):
         linked = [m for m in row["mentions"] if m["kg_id"] is not None]
-        stats["mentions_without_kg_id"] += len(row["mentions"]) - len(linked)
+        stats["mentions_dropped_without_kg_id"] += len(row["mentions"]) - len(linked)
         sentences = [(s["start"], s["end"]) for s in row["sentences"]]
         spans = [(m["start"], m["end"]) for m in linked]
         seqs = page_sequences(tokenizer, page["page_id"], page["text"], sentences, spans, cfg.max_seq_len)
-        stats["mentions_cut_by_sequence_boundary"] += sum(len(s.cut) for s in seqs)
-        stats["mentions_covering_no_token"] += sum(len(s.untokenized) for s in seqs)
+        stats["mentions_dropped_cut_by_sequence_boundary"] += sum(len(s.cut) for s in seqs)
+        stats["mentions_dropped_covering_no_token"] += sum(len(s.untokenized) for s in seqs)
         out += [(s, np.array([linked[m.mention]["kg_id"] for m in s.mentions], np.int64)) for s in seqs]
     stats["sequences"] += len(out)
     return out
@@ -424,7 +423,7 @@ def finalize_outputs(cfg: SelectConfig, run_dir: Path, corpus: Corpus, tokenizer
     import duckdb
 
     conn = duckdb.connect()
-    instances = "[" + ", ".join(f"'{run_dir / INSTANCES.folder / p.name}'" for p in parts) + "]"
+    instances = sql_files([dataset_dir(run_dir, INSTANCES) / p.name for p in parts])
     conn.execute(
         f"CREATE VIEW ent AS SELECT e.* FROM read_parquet({instances}) i, unnest(i.entities) AS t(e)"
     )
@@ -445,9 +444,9 @@ def finalize_outputs(cfg: SelectConfig, run_dir: Path, corpus: Corpus, tokenizer
     held_out = read_held_out(run_dir)
     kg_ids = np.sort(in_use.astype(np.int64))
     write_entity_embeddings(run_dir, cfg.kge, kg_ids, progress=False, exclude=held_out)
-    plot = plot_long_tail(corpus.freq, corpus.cutoff, run_dir / SELECT_DIR / "long_tail.png")
+    plot = plot_long_tail(corpus.freq, corpus.cutoff, layout.stage_dir(run_dir, "select") / "long_tail.png")
     facts |= {"long_tail_words": words, "long_tail_plot": str(plot)}
-    (run_dir / SELECT_DIR / "summary.json").write_text(json.dumps(facts, indent=2))
+    atomic_write_text(layout.stage_dir(run_dir, "select") / "summary.json", json.dumps(facts, indent=2))
     return {"counts": {"entities_in_use": len(in_use)}, "facts": facts}
 
 
@@ -478,11 +477,10 @@ def _write_entity_stats(conn, run_dir: Path, corpus: Corpus, provenance: Provena
     table = conn.sql(
         f"""SELECT c.kg_id, c.freq, k.degree, c.long_tail, c.has_knowledge, count(e.kg_id) AS in_sequences,
                    count(*) FILTER (WHERE e.important) AS selected, avg(e.si)::FLOAT AS si_mean
-            FROM corpus c JOIN read_parquet({_files(run_dir, KG_ENTITIES)}) k USING (kg_id)
+            FROM corpus c JOIN read_parquet({dataset_files(run_dir, KG_ENTITIES)}) k USING (kg_id)
             LEFT JOIN ent e USING (kg_id) GROUP BY ALL ORDER BY c.kg_id"""
     ).to_arrow_table()
-    writer = ShardWriter(run_dir, ENTITY_STATS, provenance).open()
-    writer.finalize([writer.write_part(0, [table])])
+    write_table(run_dir, ENTITY_STATS, provenance, table)
 
 
 def _write_long_tail_words(
@@ -500,8 +498,7 @@ def _write_long_tail_words(
     keep = pa.array([i not in special for i in counts.column("token_id").to_pylist()], pa.bool_())
     counts = counts.filter(keep)
     table = counts.append_column("token", pa.array(tokenizer.convert_ids_to_tokens(ids), pa.string()))
-    writer = ShardWriter(run_dir, LONG_TAIL_WORDS, provenance).open()
-    writer.finalize([writer.write_part(0, [table.select(["token_id", "token", "count"])])])
+    write_table(run_dir, LONG_TAIL_WORDS, provenance, table.select(["token_id", "token", "count"]))
     return table.num_rows
 
 
@@ -520,9 +517,6 @@ def plot_long_tail(freq: np.ndarray, cutoff: int, path: Path) -> Path:
     ax.set_ylabel("mentions in the corpus")
     ax.set_title(f"Entity frequency ({len(ranked)} entities)")
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -433,7 +433,7 @@ def _chosen_annotations(spots, chosen, starts, ends, dictionary: Dictionary, sta
     out = []
     for s in spots:
         if s.key not in chosen:
-            stats["spots_pruned"] += 1
+            stats["spots_dropped_by_rho"] += 1
             continue
         entity_id, rho = chosen[s.key]
         source = "kg-alias" if dictionary.is_alias(dictionary.row(s.key), entity_id) else "tagme"

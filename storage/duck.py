@@ -6,19 +6,33 @@ from pathlib import Path
 
 import duckdb
 
+from storage import layout
 from storage.schemas import CHECKPOINT_DATASETS, DATASETS
 from storage.shards import IncompleteDatasetError, part_paths
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def sql_str(value: object) -> str:
+    """A SQL string literal (quotes doubled): for paths in statements that take no parameters (views)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_files(paths: list[Path] | Path | str) -> str:
+    """The one way our SQL names Parquet files, escaped: a list literal, or one path or glob."""
+    if isinstance(paths, (str, Path)):
+        return sql_str(paths)
+    return "[" + ", ".join(sql_str(p) for p in paths) + "]"
+
+
+def dataset_files(run_dir: Path, dataset) -> str:
+    """The parts a complete dataset's manifest lists, for `read_parquet(...)`."""
+    return sql_files(part_paths(run_dir, dataset))
 
 
 def _dataset_parts(run_dir: Path, name: str, dataset) -> list[Path]:
     """A run dataset's parts by its manifest; a per-checkpoint dataset's parts as written so far (each part
     is renamed into place whole, so a training run's log is queryable while it trains)."""
     if name in CHECKPOINT_DATASETS:
-        return sorted(Path(run_dir).glob(f"checkpoints/*/{dataset.folder}/part-*.parquet"))
+        return sorted(layout.checkpoints_root(run_dir).glob(f"*/{dataset.folder}/part-*.parquet"))
     try:
         return part_paths(run_dir, dataset)
     except IncompleteDatasetError:
@@ -31,7 +45,7 @@ def connect(
     """An in-memory DuckDB with one view per complete dataset of `run_dir`; returns (conn, views)."""
     conn = duckdb.connect()
     if memory_limit:
-        conn.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+        conn.execute(f"SET memory_limit = {sql_str(memory_limit)}")
     views = []
     for name, dataset in DATASETS.items():
         if run_dir is None:
@@ -39,8 +53,7 @@ def connect(
         paths = _dataset_parts(run_dir, name, dataset)
         if not paths:
             continue
-        files = ", ".join(_sql_str(str(p)) for p in paths)
-        conn.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}])")
+        conn.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({sql_files(paths)})")
         views.append(name)
     return conn, views
 

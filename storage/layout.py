@@ -5,10 +5,48 @@ from __future__ import annotations
 from pathlib import Path
 
 RUN_CONFIG = "config.yaml"
+DOWNLOAD_MANIFEST = "_download.json"  # written last in a dump folder: the download is complete
+STAGING = "_staging"  # a stage's intermediate files inside the run folder, never read by a later stage
+HF_EXPORT = "hf"  # a checkpoint's Hugging Face `save_pretrained` folder
+
+
+def dumps_root(data_root: Path) -> Path:
+    return Path(data_root) / "dumps"
 
 
 def dumps_dir(data_root: Path, wiki: str, date: str) -> Path:
-    return Path(data_root) / "dumps" / wiki / date
+    return dumps_root(data_root) / wiki / date
+
+
+def downloaded_dates(data_root: Path, wiki: str) -> list[str]:
+    """Dates of the complete downloads of `wiki`, oldest first."""
+    return sorted(p.parent.name for p in (dumps_root(data_root) / wiki).glob(f"*/{DOWNLOAD_MANIFEST}"))
+
+
+def staging_dir(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / STAGING / stage
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    """A stage's files besides its datasets (select's plot and summary)."""
+    return Path(run_dir) / stage
+
+
+def checkpoints_root(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_dir(run_dir: Path, name: str) -> Path:
+    """One pre-training variant's folder: DeepSpeed tags, train log, memory bank, `hf/` export."""
+    return checkpoints_root(run_dir) / name
+
+
+def hf_export(run_dir: Path, name: str) -> Path:
+    return checkpoint_dir(run_dir, name) / HF_EXPORT
+
+
+def eval_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "eval"
 
 
 def runs_root(data_root: Path) -> Path:

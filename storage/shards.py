@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,10 +34,18 @@ _FINGERPRINT_KEY = "trelm.fingerprint"
 _STATS_KEY = "trelm.stats"
 _ERRORS_KEY = "trelm.errors"
 _MAX_MANIFEST_ERRORS = 1000
+T = TypeVar("T")
 
 
 class IncompleteDatasetError(FileNotFoundError):
     """A dataset without a manifest: its stage has not finished (or never ran)."""
+
+
+def is_loss_stat(name: str) -> bool:
+    """The one naming rule for stats: a stat that counts input a stage lost (dropped or skipped, by
+    reason) has `dropped` or `skipped` as a word of its name (`skipped_namespace`, `dropped_low_si`,
+    `triple_lines_dropped_malformed`); anything else counts what was made or kept."""
+    return bool({"dropped", "skipped"} & set(name.replace(":", "_").split("_")))
 
 
 def stable_hash(obj: object) -> str:
@@ -45,23 +54,38 @@ def stable_hash(obj: object) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], T]) -> T:
     """`write(tmp)` fills a temp file beside `path`, which is then renamed: readers see the old file or
-    the new one, never a prefix (a writer that streams, e.g. `torch.save`, needs no copy in memory)."""
+    the new one, never a prefix (a writer that streams, e.g. `torch.save`, needs no copy in memory).
+    The one place in the project that publishes a file; returns what `write` returned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        write(tmp)
+        result = write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return result
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
 def part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
+
+
+def part_index(path: Path | str) -> int:
+    """The index in a part's file name (`part-00012.parquet` -> 12): the inverse of `part_name`."""
+    stem = Path(path).name.removesuffix(".parquet")
+    if not stem.startswith("part-") or not stem[5:].isdigit():
+        raise ValueError(f"{path}: not a part file (part-NNNNN.parquet)")
+    return int(stem[5:])
 
 
 @dataclass(frozen=True)
@@ -147,25 +171,20 @@ class ShardWriter:
         `stats` and `errors` are read after `batches` is exhausted, so a generator can fill them.
         """
         path = self.part_path(index)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fingerprint = self._part_fingerprint(part_fingerprint)
-        schema = self.dataset.schema
-        rows = 0
-        try:
-            with pq.ParquetWriter(
-                tmp, schema, compression=self.compression, compression_level=self.level
-            ) as w:
-                for batch in batches:
-                    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                    w.write_table(table.cast(schema))
-                    rows += table.num_rows
-                info = PartInfo(path.name, rows, 0, fingerprint, dict(stats or {}), list(errors or []))
-                w.add_key_value_metadata(_info_metadata(info))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        info = PartInfo(path.name, 0, 0, self._part_fingerprint(part_fingerprint))
+        atomic_write(path, lambda tmp: self._write_parquet(tmp, batches, info, stats, errors))
         info.bytes = path.stat().st_size
         return info
+
+    def _write_parquet(self, tmp: Path, batches, info: PartInfo, stats, errors) -> None:
+        schema = self.dataset.schema
+        with pq.ParquetWriter(tmp, schema, compression=self.compression, compression_level=self.level) as w:
+            for batch in batches:
+                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+                w.write_table(table.cast(schema))
+                info.rows += table.num_rows
+            info.stats, info.errors = dict(stats or {}), list(errors or [])
+            w.add_key_value_metadata(_info_metadata(info))
 
     def finalize(
         self,
@@ -202,6 +221,19 @@ class ShardWriter:
 
     def _part_fingerprint(self, part_fingerprint: str | None) -> str:
         return stable_hash([self.fingerprint, part_fingerprint])
+
+
+def write_table(
+    run_dir: Path,
+    dataset: DatasetSchema,
+    provenance: Provenance,
+    table: pa.Table,
+    stats: Mapping[str, object] | None = None,
+    extra: Mapping[str, object] = (),
+) -> dict:
+    """A single-part dataset in one call (its one part, then the manifest); returns the manifest."""
+    writer = ShardWriter(run_dir, dataset, provenance).open()
+    return writer.finalize([writer.write_part(0, [table])], stats=stats, extra=extra)
 
 
 def _info_metadata(info: PartInfo) -> dict[str, str]:

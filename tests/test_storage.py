@@ -12,6 +12,7 @@ from storage.shards import (
     Provenance,
     ShardWriter,
     is_complete,
+    is_loss_stat,
     part_paths,
     read_manifest,
     stable_hash,
@@ -102,3 +103,21 @@ def test_duckdb_views_only_for_complete_datasets(tmp_path):
     w.finalize(parts)
     columns, rows = duck.query(tmp_path, "SELECT count(*) AS n, min(title) AS first FROM redirects")
     assert columns == ["n", "first"] and rows == [(5, "T0")]
+
+
+@pytest.mark.parametrize(
+    ("name", "lost"),
+    [
+        ("skipped_namespace", True),
+        ("skipped_bad_xml:enwiki-p1.bz2", True),
+        ("dropped_low_si", True),
+        ("triple_lines_dropped_malformed", True),
+        ("mentions_dropped_cut_by_sequence_boundary", True),
+        ("mentions_without_kg", False),  # kept with a null kg_id: not lost
+        ("links_unresolved", False),
+        ("articles", False),
+        ("droppedness", False),  # a word of the name, not a substring
+    ],
+)
+def test_loss_stats_follow_one_naming_rule(name, lost):
+    assert is_loss_stat(name) is lost

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from storage.configio import write_yaml
+from storage.shards import atomic_write_text
 from trelm.config import PretrainConfig
 
 RESULT = "result.json"
@@ -63,7 +65,7 @@ def launch_ranks(cfg: PretrainConfig, run_dir: Path) -> dict:
     ckpt = checkpoint_dir(run_dir, cfg)
     ckpt.mkdir(parents=True, exist_ok=True)
     config_file = ckpt / LAUNCH_CONFIG
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_yaml(config_file, cfg.model_dump(mode="json"))
     (ckpt / RESULT).unlink(missing_ok=True)
     command = launcher_command(cfg, run_dir, config_file.resolve())
     done = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -88,9 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     result = Trainer(cfg, args.run_dir, progress=os.environ.get("RANK", "0") == "0").run()
     if os.environ.get("RANK", "0") == "0":
         path = Path(result["checkpoint"]) / RESULT
-        tmp = path.with_name(f".{RESULT}.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

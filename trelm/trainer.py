@@ -28,21 +28,21 @@ import pyarrow as pa
 import torch
 import yaml
 
-from storage.code import module_code_version
-from storage.schemas import INSTANCES, TRAIN_LOG
+from storage import layout
+from storage.configio import deep_merge, device_name, write_yaml
+from storage.schemas import TRAIN_LOG
 from storage.shards import (
     Provenance,
     ShardWriter,
-    atomic_write_bytes,
     dataset_dir,
-    read_manifest,
+    part_index,
     read_part_info,
-    stable_hash,
 )
 from trelm import checkpoints
 from trelm.checkpoints import atomic_torch_save, rng_state, set_rng_state
 from trelm.config import PretrainConfig
 from trelm.data import DataPosition, InstanceStream
+from trelm.provenance import pretrain_provenance
 
 
 @dataclass
@@ -60,12 +60,12 @@ class TrainState:
 
 
 def checkpoint_dir(run_dir: Path, cfg: PretrainConfig) -> Path:
-    return Path(run_dir) / "checkpoints" / cfg.checkpoint_name
+    return layout.checkpoint_dir(run_dir, cfg.checkpoint_name)
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    """This rank's device: `cuda` means the GPU of its local rank."""
+    name = device_name(name)
     return torch.device(name, int(os.environ.get("LOCAL_RANK", 0))) if name == "cuda" else torch.device(name)
 
 
@@ -110,18 +110,6 @@ def deepspeed_config(cfg: PretrainConfig, device: torch.device, world: int) -> d
     return ds
 
 
-def deep_merge(base: dict, top: dict) -> dict:
-    """`top` over `base`, section by section (nested mappings merge, anything else replaces)."""
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = (
-            deep_merge(out[key], value)
-            if isinstance(value, dict) and isinstance(out.get(key), dict)
-            else value
-        )
-    return out
-
-
 def linear_schedule(optimizer, warmup: int, total: int):
     """Warmup from 0 to the peak over `warmup` steps, then linear decay to 0 at `total`."""
 
@@ -142,10 +130,18 @@ def read_train_log(ckpt_dir: Path) -> dict[str, list[float]]:
     import duckdb
 
     files = sorted(str(p) for p in dataset_dir(Path(ckpt_dir), TRAIN_LOG).glob("part-*.parquet"))
+    if not files:  # nothing flushed yet
+        return {}
     rows = duckdb.sql(
         "SELECT name, list(value ORDER BY step) FROM read_parquet($f) GROUP BY name", params={"f": files}
     ).fetchall()
     return dict(rows)
+
+
+def last_losses(ckpt_dir: Path, names=("loss", "mlm_loss", "cka_loss")) -> dict[str, float]:
+    """The last logged value of each loss part (rounded for a table); none before the first flush."""
+    logged = read_train_log(ckpt_dir)
+    return {n: round(logged[n][-1], 4) for n in names if logged.get(n)}
 
 
 class TrainLog:
@@ -181,7 +177,7 @@ class TrainLog:
 
     def truncate(self, parts: int) -> None:
         for path in self.writer.dir.glob("part-*.parquet"):
-            if int(path.stem.split("-")[1]) >= parts:
+            if part_index(path) >= parts:
                 path.unlink()
 
     def finalize(self, stats: dict) -> dict:
@@ -230,8 +226,6 @@ class ModelParts:
         self.router = Router(self.model, cfg.routing, seed=cfg.train.seed) if cfg.routing.enabled else None
         if self.router is not None:
             self.router.install()
-        self.config_hash = stable_hash(cfg.model_dump(mode="json"))
-        self.inputs = tuple((d.name, read_manifest(run_dir, d)["fingerprint"]) for d in (INSTANCES,))
 
     def batch(self, rows: list[dict], generator: torch.Generator):
         from trelm.batch import make_batch
@@ -350,8 +344,7 @@ class Trainer:
         return engine
 
     def _train_log(self) -> TrainLog:
-        code = module_code_version("trelm.launch")  # what `trelm pretrain` runs, the launcher included
-        provenance = Provenance(self.parts.config_hash, self.parts.inputs, code)
+        provenance = pretrain_provenance(self.cfg, self.run_dir)
         log = TrainLog(self.ckpt_dir, self.cfg.checkpoint_name, provenance, self.cfg.train.tensorboard)
         (log.writer.dir / "_manifest.json").unlink(missing_ok=True)  # a manifest marks a finished run only
         return log
@@ -501,19 +494,15 @@ class Trainer:
 
     def finish(self) -> dict:
         """Export the model in Hugging Face format and close `train_log` with the run's summary."""
-        hf_dir = self.ckpt_dir / "hf"
+        hf_dir = self.ckpt_dir / layout.HF_EXPORT
         self.parts.export_hf(hf_dir, zero_stage=self.cfg.train.zero_stage, rank=self.dist.rank)
         summary = {"steps": self.state.step, "epochs": self.state.position.epoch, "world": self.dist.world}
         if self.dist.rank == 0:
             self.log.flush(self.state.log_parts)
             self.log.finalize({"steps": self.state.step})
-            _write_yaml(self.cfg.model_dump(mode="json"), self.ckpt_dir / "config.yaml")
+            write_yaml(self.ckpt_dir / layout.RUN_CONFIG, self.cfg.model_dump(mode="json"))
         torch.distributed.barrier()
         return {"checkpoint": str(self.ckpt_dir), "hf": str(hf_dir), **summary}
-
-
-def _write_yaml(data: dict, path: Path) -> None:
-    atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
 
 
 def peak_memory_mb(device: torch.device) -> float:

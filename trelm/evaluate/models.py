@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+from storage import layout
 from storage.tokens import PACKAGED, model_location
 
 
@@ -23,20 +24,12 @@ class CheckpointMissing(FileNotFoundError):
     """A run checkpoint name without its hf/ export (pre-training has not produced it)."""
 
 
-def pick_device(name: str = "auto") -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def resolve_checkpoint(name: str, run_dir: Path | None = None) -> str:
     """The folder (or hub id) a checkpoint name stands for."""
     if name == PACKAGED:
         return model_location(name)
     if run_dir is not None and "/" not in name:  # never a folder of that name in the working directory
-        export = Path(run_dir) / "checkpoints" / name / "hf"
+        export = layout.hf_export(run_dir, name)
         if not export.is_dir():
             raise CheckpointMissing(f"no export at {export}: run `trelm pretrain` first")
         return str(export)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from storage import layout
+from storage.code import module_code_version
+from storage.schemas import EVAL_RESULTS
+from storage.shards import Provenance, atomic_write_text, write_table
 from trelm.evaluate.paper import PAPER, paper_figures
 
 # split recorded in eval_results: what the task's figure was computed on
@@ -80,37 +84,35 @@ def result_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
+def comparison_rows(results: list[dict]) -> list[dict]:
+    """Rows of the comparison (task, metric, one column per checkpoint, the paper's figures)."""
+    return [
+        {"task": task_name, "metric": metric}
+        | {r["checkpoint"]: cell(r["tasks"][task_name], metric) for r in results}
+        | {"paper": paper_figures(task_name, metric)}
+        for task_name, metric in table_rows(results)
+    ]
+
+
 def write_eval_results(run_dir: Path, results: list[dict], config_hash: str) -> dict:
     """The `eval_results` dataset (one part) through ShardWriter: manifest last, DuckDB sees it."""
     import pyarrow as pa
 
-    from storage.code import module_code_version
-    from storage.schemas import EVAL_RESULTS
-    from storage.shards import Provenance, ShardWriter
-
     inputs = tuple((r["checkpoint"], str(r["path"])) for r in results)
     provenance = Provenance(config_hash, inputs, module_code_version("trelm.evaluate.runner", __name__))
-    writer = ShardWriter(run_dir, EVAL_RESULTS, provenance).open()
     table = pa.Table.from_pylist(result_rows(results), schema=EVAL_RESULTS.schema)
-    part = writer.write_part(0, [table])
-    return writer.finalize([part])
-
-
-def _write_text(path: Path, text: str) -> None:
-    from storage.shards import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode())
+    return write_table(run_dir, EVAL_RESULTS, provenance, table)
 
 
 def write_reports(run_dir: Path, results: list[dict], config_hash: str) -> Path:
     """Per-checkpoint and comparison reports plus `eval_results`; returns the comparison markdown's path."""
-    eval_dir = Path(run_dir) / "eval"
+    eval_dir = layout.eval_dir(run_dir)
     for result in results:
         folder = eval_dir / result["checkpoint"].strip("/").replace("/", "_")  # a path or hub id as a name
-        _write_text(folder / "report.json", json.dumps(result, indent=2, default=str))
-        _write_text(folder / "report.md", markdown([result], f"{result['checkpoint']} ({result['path']})"))
-    _write_text(eval_dir / "report.json", json.dumps({"checkpoints": results}, indent=2, default=str))
-    _write_text(eval_dir / "report.md", markdown(results, f"evaluation of {Path(run_dir).name}"))
+        atomic_write_text(folder / "report.json", json.dumps(result, indent=2, default=str))
+        title = f"{result['checkpoint']} ({result['path']})"
+        atomic_write_text(folder / "report.md", markdown([result], title))
+    atomic_write_text(eval_dir / "report.json", json.dumps({"checkpoints": results}, indent=2, default=str))
+    atomic_write_text(eval_dir / "report.md", markdown(results, f"evaluation of {Path(run_dir).name}"))
     write_eval_results(run_dir, results, config_hash)
     return eval_dir / "report.md"

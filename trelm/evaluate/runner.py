@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from storage.configio import device_name
 from trelm.evaluate.config import PROBE_TASKS, TASK_NAMES, EvaluateConfig
 
 log = logging.getLogger(__name__)
@@ -96,14 +97,14 @@ def _run_finetune(name: str, path, checkpoint: str, cfg: EvaluateConfig, device:
 
 def evaluate_checkpoint(checkpoint: str, cfg: EvaluateConfig, run_dir: Path | None = None) -> dict:
     """{"checkpoint", "path", "tasks": {name: entry}} over `cfg.tasks` (names: models.resolve_checkpoint)."""
-    from trelm.evaluate.models import CheckpointMissing, pick_device, resolve_checkpoint
+    from trelm.evaluate.models import CheckpointMissing, resolve_checkpoint
 
     names = [name for name in TASK_NAMES if name in cfg.tasks]  # the report's order
     try:
         path = resolve_checkpoint(checkpoint, run_dir)
     except CheckpointMissing as exc:
         return {"checkpoint": checkpoint, "path": None, "tasks": {t: not_run(str(exc)) for t in names}}
-    device = pick_device(cfg.device)
+    device = device_name(cfg.device)
     lm = _MaskedLM(path, device)
     results = {name: _run_task(name, cfg.tasks[name], path, lm, cfg, run_dir, device) for name in names}
     return {"checkpoint": checkpoint, "path": path, "tasks": results}
