@@ -276,7 +276,8 @@ def run_config(variant: str, name: str, seed: int, warm: Path, args, model: dict
 
 def train_variant(cfg, run_dir: Path, out: Path, facts: list[dict], warm_scores: dict) -> dict:
     """Train one run, export it to out/checkpoints/{name}, score it; returns its record."""
-    from trelm.trainer import Trainer, read_train_log
+    from trelm.trainer import Trainer
+    from trelm.trainlog import read_train_log
 
     start = time.perf_counter()
     Trainer(cfg, run_dir, progress=False).run()

@@ -120,7 +120,7 @@ def train(run_dir: Path, name: str, overrides: dict, args, steps: int, save_ever
 
 
 def train_log(run_dir: Path, name: str) -> dict[str, list[float]]:
-    from trelm.trainer import read_train_log
+    from trelm.trainlog import read_train_log
 
     return read_train_log(run_dir / "checkpoints" / name)
 

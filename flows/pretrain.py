@@ -62,7 +62,7 @@ def pretrain_flow(config: PipelineConfig) -> dict:
 
 def _summary_row(run_dir: Path, name: str, result: dict) -> dict:
     """The run's last logged loss parts."""
-    from trelm.trainer import last_losses
+    from trelm.trainlog import last_losses
 
     last = last_losses(layout.checkpoint_dir(run_dir, name))
     return {"checkpoint": name, "steps": result["steps"], **last, "hf_export": result["hf"]}

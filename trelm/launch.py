@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from storage import layout
 from storage.configio import write_yaml
 from storage.shards import atomic_write_text
 from trelm.config import PretrainConfig
@@ -60,9 +61,7 @@ def launcher_command(cfg: PretrainConfig, run_dir: Path, config_file: Path) -> l
 
 
 def launch_ranks(cfg: PretrainConfig, run_dir: Path) -> dict:
-    from trelm.trainer import checkpoint_dir
-
-    ckpt = checkpoint_dir(run_dir, cfg)
+    ckpt = layout.checkpoint_dir(run_dir, cfg.checkpoint_name)
     ckpt.mkdir(parents=True, exist_ok=True)
     config_file = ckpt / LAUNCH_CONFIG
     write_yaml(config_file, cfg.model_dump(mode="json"))

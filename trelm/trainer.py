@@ -18,38 +18,23 @@ through DeepSpeed's universal format and continues the same data stream (`trelm.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import torch
-import yaml
 
 from storage import layout
-from storage.configio import deep_merge, device_name, write_yaml
-from storage.schemas import TRAIN_LOG
-from storage.shards import (
-    Provenance,
-    ShardWriter,
-    dataset_dir,
-    part_index,
-    read_part_info,
-)
+from storage.configio import write_yaml
 from trelm import checkpoints
 from trelm.checkpoints import atomic_torch_save, rng_state, set_rng_state
 from trelm.config import PretrainConfig
 from trelm.data import DataPosition, InstanceStream
+from trelm.distributed import init_distributed, mean_over_ranks, peak_memory_mb
+from trelm.engine import deepspeed_config, linear_schedule
 from trelm.provenance import pretrain_provenance
-
-
-@dataclass
-class RankInfo:
-    rank: int
-    world: int
-    device: torch.device
+from trelm.trainlog import TrainLog
 
 
 @dataclass
@@ -57,138 +42,6 @@ class TrainState:
     step: int = 0
     position: DataPosition = field(default_factory=DataPosition)
     log_parts: int = 0  # train_log parts written (part index of the next flush)
-
-
-def checkpoint_dir(run_dir: Path, cfg: PretrainConfig) -> Path:
-    return layout.checkpoint_dir(run_dir, cfg.checkpoint_name)
-
-
-def resolve_device(name: str) -> torch.device:
-    """This rank's device: `cuda` means the GPU of its local rank."""
-    name = device_name(name)
-    return torch.device(name, int(os.environ.get("LOCAL_RANK", 0))) if name == "cuda" else torch.device(name)
-
-
-def init_distributed(cfg: PretrainConfig) -> RankInfo:
-    """Join the ranks the launcher started, or make this process a world of one (in-flow training)."""
-    import deepspeed
-
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", str(cfg.train.master_port))
-    device = resolve_device(cfg.train.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
-    return RankInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
-
-
-def use_bf16(cfg: PretrainConfig, device: torch.device) -> bool:
-    if cfg.train.precision != "auto":
-        return cfg.train.precision == "bf16"
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def deepspeed_config(cfg: PretrainConfig, device: torch.device, world: int) -> dict:
-    """The engine's JSON from `train`, with a user's `train.deepspeed_config` keys on top."""
-    train = cfg.train
-    ds = {
-        "train_micro_batch_size_per_gpu": train.micro_batch_size,
-        "gradient_accumulation_steps": train.grad_accum,
-        "train_batch_size": train.micro_batch_size * train.grad_accum * world,
-        "gradient_clipping": train.grad_clip,
-        "zero_optimization": {"stage": train.zero_stage},
-        "bf16": {"enabled": use_bf16(cfg, device)},
-        # the optimizer is ours (LazyAdamW under routing, AdamW otherwise): DeepSpeed checks its name
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    if train.deepspeed_config:
-        ds = deep_merge(ds, yaml.safe_load(Path(train.deepspeed_config).read_text()))
-    return ds
-
-
-def linear_schedule(optimizer, warmup: int, total: int):
-    """Warmup from 0 to the peak over `warmup` steps, then linear decay to 0 at `total`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# ---------------------------------------------------------------- train_log
-
-
-def read_train_log(ckpt_dir: Path) -> dict[str, list[float]]:
-    """Metric name -> its values in step order, from a checkpoint folder's `train_log` parts (the parts,
-    not the manifest, so it also reads a run that is still going)."""
-    import duckdb
-
-    files = sorted(str(p) for p in dataset_dir(Path(ckpt_dir), TRAIN_LOG).glob("part-*.parquet"))
-    if not files:  # nothing flushed yet
-        return {}
-    rows = duckdb.sql(
-        "SELECT name, list(value ORDER BY step) FROM read_parquet($f) GROUP BY name", params={"f": files}
-    ).fetchall()
-    return dict(rows)
-
-
-def last_losses(ckpt_dir: Path, names=("loss", "mlm_loss", "cka_loss")) -> dict[str, float]:
-    """The last logged value of each loss part (rounded for a table); none before the first flush."""
-    logged = read_train_log(ckpt_dir)
-    return {n: round(logged[n][-1], 4) for n in names if logged.get(n)}
-
-
-class TrainLog:
-    """Rows (checkpoint, step, name, value) buffered on rank 0 and flushed as one part per checkpoint.
-
-    A part is written before its checkpoint; parts numbered at or after a resumed checkpoint's count
-    belong to steps that will run again, so `resume` deletes them.
-    """
-
-    def __init__(self, ckpt_dir: Path, name: str, provenance: Provenance, tensorboard: bool):
-        self.writer = ShardWriter(ckpt_dir, TRAIN_LOG, provenance)
-        self.name, self.rows = name, []
-        self.tb = _tensorboard(ckpt_dir / "tb") if tensorboard else None
-
-    def add(self, step: int, metrics: dict[str, float]) -> None:
-        self.rows += [(step, k, float(v)) for k, v in metrics.items()]
-        if self.tb is not None:
-            for key, value in metrics.items():
-                self.tb.add_scalar(key, value, step)
-
-    def flush(self, index: int) -> None:
-        if not self.rows:
-            return
-        steps, names, values = zip(*self.rows, strict=True)
-        table = pa.table(
-            {"checkpoint": [self.name] * len(steps), "step": steps, "name": names, "value": values},
-            schema=TRAIN_LOG.schema,
-        )
-        self.writer.write_part(index, [table])
-        self.rows = []
-        if self.tb is not None:
-            self.tb.flush()
-
-    def truncate(self, parts: int) -> None:
-        for path in self.writer.dir.glob("part-*.parquet"):
-            if part_index(path) >= parts:
-                path.unlink()
-
-    def finalize(self, stats: dict) -> dict:
-        parts = [read_part_info(p) for p in sorted(self.writer.dir.glob("part-*.parquet"))]
-        return self.writer.finalize(parts, stats)
-
-
-def _tensorboard(path: Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(path))
 
 
 # ---------------------------------------------------------------- the model and its surroundings
@@ -302,7 +155,7 @@ class Trainer:
 
     def __init__(self, cfg: PretrainConfig, run_dir: Path, progress: bool = True):
         self.cfg, self.run_dir, self.progress = cfg.effective(), Path(run_dir), progress
-        self.ckpt_dir = checkpoint_dir(run_dir, cfg)
+        self.ckpt_dir = layout.checkpoint_dir(run_dir, cfg.checkpoint_name)
         self.dist = init_distributed(self.cfg)
         if self.cfg.train.threads and self.dist.device.type == "cpu":
             torch.set_num_threads(self.cfg.train.threads)
@@ -404,7 +257,7 @@ class Trainer:
 
     def _after_step(self, metrics: dict, bar) -> None:
         self.state.step += 1
-        metrics = _mean_over_ranks(metrics)
+        metrics = mean_over_ranks(metrics)
         if self.log is not None and self.state.step % self.cfg.train.log_every == 0:
             self.log.add(self.state.step, metrics)
         bar.update(1)
@@ -505,15 +358,6 @@ class Trainer:
         return {"checkpoint": str(self.ckpt_dir), "hf": str(hf_dir), **summary}
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated GPU memory, or on a CPU the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 class StepTimer:
     """Wall time of the phases of a step; on a GPU each lap waits for the queued kernels first."""
 
@@ -532,15 +376,6 @@ class StepTimer:
     @property
     def total(self) -> float:
         return self.last - self.start
-
-
-def _mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
-    if torch.distributed.get_world_size() == 1:
-        return metrics
-    on_gpu = torch.distributed.get_backend() == "nccl"  # nccl reduces device tensors only
-    values = torch.tensor(list(metrics.values()), dtype=torch.float64, device="cuda" if on_gpu else "cpu")
-    torch.distributed.all_reduce(values)
-    return dict(zip(metrics, (values / torch.distributed.get_world_size()).tolist(), strict=True))
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

@@ -1,0 +1,58 @@
+"""The ranks of a pre-training run: joining the world the launcher started (or making a world of one),
+each rank's device, and the few collective reductions the loop needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from storage.configio import device_name
+from trelm.config import PretrainConfig
+
+
+@dataclass
+class RankInfo:
+    rank: int
+    world: int
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    """This rank's device: `cuda` means the GPU of its local rank."""
+    name = device_name(name)
+    return torch.device(name, int(os.environ.get("LOCAL_RANK", 0))) if name == "cuda" else torch.device(name)
+
+
+def init_distributed(cfg: PretrainConfig) -> RankInfo:
+    """Join the ranks the launcher started, or make this process a world of one (in-flow training)."""
+    import deepspeed
+
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(cfg.train.master_port))
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    return RankInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated GPU memory, or on a CPU the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    if torch.distributed.get_world_size() == 1:
+        return metrics
+    on_gpu = torch.distributed.get_backend() == "nccl"  # nccl reduces device tensors only
+    values = torch.tensor(list(metrics.values()), dtype=torch.float64, device="cuda" if on_gpu else "cpu")
+    torch.distributed.all_reduce(values)
+    return dict(zip(metrics, (values / torch.distributed.get_world_size()).tolist(), strict=True))
