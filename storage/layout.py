@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage.errors import InputError
+
 RUN_CONFIG = "config.yaml"
+
+
+class RunNotFoundError(InputError, FileNotFoundError):
+    """No run folder of that name, or none at all, under the data root."""
 
 
 def dumps_dir(data_root: Path, wiki: str, date: str) -> Path:
@@ -33,14 +39,16 @@ def resolve_run(data_root: Path, name: str | None) -> Path:
     if name:
         path = run_dir(data_root, name)
         if not path.is_dir():
-            raise FileNotFoundError(
-                f"no run {name!r} in {runs_root(data_root)}; runs there: {list_runs(data_root)}"
+            raise RunNotFoundError(
+                f"no run {name!r} in {runs_root(data_root)}",
+                fix=f"pass --run one of {list_runs(data_root)}, or leave it out for the newest",
             )
         return path
     runs = list_runs(data_root)
     if not runs:
-        raise FileNotFoundError(
-            f"no run in {runs_root(data_root)}: run `trelm run` (or `trelm download` then `trelm ingest`), "
-            f"or point --data-root / TRELM_DATA_ROOT at an existing data root"
+        raise RunNotFoundError(
+            f"no run in {runs_root(data_root)}",
+            fix="run `trelm run` (or `trelm download` then `trelm ingest`), or point --data-root / "
+            "TRELM_DATA_ROOT at an existing data root",
         )
     return run_dir(data_root, runs[0])

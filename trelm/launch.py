@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from storage.errors import TrelmError
 from trelm.config import PretrainConfig
 
 RESULT = "result.json"
@@ -68,9 +69,9 @@ def launch_ranks(cfg: PretrainConfig, run_dir: Path) -> dict:
     command = launcher_command(cfg, run_dir, config_file.resolve())
     done = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if done.returncode != 0 or not (ckpt / RESULT).exists():
-        raise RuntimeError(
-            f"pre-training ranks failed (exit {done.returncode}): see the log above; run the same command "
-            f"again to resume from {ckpt / 'latest'}: {' '.join(command)}"
+        raise TrelmError(
+            f"pre-training ranks failed (exit {done.returncode}): see the log above",
+            fix=f"run the same command again to resume from {ckpt / 'latest'}: {' '.join(command)}",
         )
     return json.loads((ckpt / RESULT).read_text())
 
