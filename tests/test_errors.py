@@ -94,7 +94,9 @@ def test_an_unexpected_exception_keeps_its_traceback(tmp_path, monkeypatch):
     assert "error:" not in result.output
 
 
-@pytest.mark.parametrize("cls", [c for c in CLASSES if c.__init__ is TrelmError.__init__], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [c for c in CLASSES if c.__init__ is TrelmError.__init__], ids=lambda c: c.__name__
+)
 def test_the_fix_shows_in_the_message_too(cls):
     """Logs and Prefect's failure messages carry str(exc): the fix must not be lost there (a builtin base
     listed before the TrelmError one would put OSError's str() first)."""
