@@ -3,6 +3,7 @@ handler prints its message and fix and exits with its kind's code."""
 
 import importlib
 import inspect
+import pickle
 import pkgutil
 
 import pytest
@@ -97,7 +98,16 @@ def test_an_unexpected_exception_keeps_its_traceback(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "cls", [c for c in CLASSES if c.__init__ is TrelmError.__init__], ids=lambda c: c.__name__
 )
-def test_the_fix_shows_in_the_message_too(cls):
+def test_message_and_fix_survive_str_and_pickle(cls):
     """Logs and Prefect's failure messages carry str(exc): the fix must not be lost there (a builtin base
-    listed before the TrelmError one would put OSError's str() first)."""
-    assert str(cls("what failed", fix="what to do")) == "what failed: what to do"
+    listed before the TrelmError one would put OSError's str() first); a worker process's error reaches
+    the parent pickled."""
+    error = cls("what failed", fix="what to do")
+    assert str(error) == "what failed: what to do"
+    back = pickle.loads(pickle.dumps(error))
+    assert (type(back), back.message, back.fix, back.exit_code) == (
+        cls,
+        "what failed",
+        "what to do",
+        cls.exit_code,
+    )
