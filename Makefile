@@ -32,7 +32,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 sample: venv
-	$(PY) -m preprocessing.sample_data sample
+	$(PY) sample/make_sample.py sample
 
 bench-ingest: venv
 	$(PY) benchmarks/ingest.py $(FILE)

@@ -1,7 +1,8 @@
 """`trelm`: the command line. Stage commands call the same functions as the Prefect flows.
 
 Heavy imports (prefect, torch, spacy) happen inside the commands that need them, so `trelm sql`
-starts fast.
+starts fast. A `TrelmError` from any command ends in one place (`_Commands.invoke`): its message and
+fix on stderr, and its kind's exit code (storage.errors); anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -14,13 +15,32 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
+
+from storage.errors import InputError, TrelmError
 
 # `trelm run` starts Prefect's ephemeral API server in a subprocess; its default 20 s start-up limit is
 # too short on a busy 2-core machine (the import alone takes ~10 s there), and a timeout kills the run
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+
+class _Commands(TyperGroup):
+    """The `trelm` command group: every command runs inside its one error handler."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TrelmError as exc:
+            typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+            if exc.fix:
+                typer.secho(f"fix: {exc.fix}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
-    help="TRELM pipeline: Wikipedia dump -> entities -> knowledge-enhanced LM.", no_args_is_help=True
+    help="TRELM pipeline: Wikipedia dump -> entities -> knowledge-enhanced LM.",
+    no_args_is_help=True,
+    cls=_Commands,
 )
 
 DataRoot = Annotated[
@@ -32,7 +52,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: secti
 
 
 def _config(config: str, overrides: list[str] | None, data_root: Path, run: str | None, **sections):
-    from flows.config import ConfigError, load_config
+    from flows.config import load_config
 
     extra = [
         f"{section}.{key}={json.dumps(value)}"
@@ -40,16 +60,8 @@ def _config(config: str, overrides: list[str] | None, data_root: Path, run: str 
         for key, value in kv.items()
         if value is not None
     ]
-    try:
-        cfg = load_config(config, [*(overrides or []), *extra])
-    except ConfigError as exc:
-        _fail(str(exc))
+    cfg = load_config(config, [*(overrides or []), *extra])
     return cfg.model_copy(update={"data_root": data_root, "run": run or cfg.run})
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _setup_logging() -> None:
@@ -84,15 +96,10 @@ def download(
 ) -> None:
     """Download a dump run (resumable, verified against the published md5/sha1)."""
     from flows import stages
-    from preprocessing.download import DownloadError, DumpNotFoundError
 
     _setup_logging()
     cfg = _config(config, set_, data_root, run, download={"wiki": wiki, "date": date, "mirror": mirror})
-    try:
-        cfg = stages.resolved(cfg)
-        report = stages.download(cfg)
-    except (DumpNotFoundError, DownloadError) as exc:
-        _fail(str(exc))
+    report = stages.download(stages.resolved(cfg))
     typer.echo(report.model_dump_json(indent=2))
 
 
@@ -113,17 +120,13 @@ def ingest(
 ) -> None:
     """Extract `pages` and `redirects` shards from the downloaded run or from --dump FILE."""
     from flows import stages
-    from preprocessing.dumpfiles import DumpFileError
     from storage import layout
 
     _setup_logging()
     cfg = _config(config, set_, data_root, run, ingest={"workers": workers})
     if dump is None and cfg.download.date == "latest":
         cfg = _downloaded_run_config(cfg, layout)
-    try:
-        manifest = stages.run_ingest(cfg, stages.run_dir_for(cfg, dump), dump)
-    except DumpFileError as exc:
-        _fail(str(exc))
+    manifest = stages.run_ingest(cfg, stages.run_dir_for(cfg, dump), dump)
     typer.echo(
         json.dumps(
             {"rows": manifest["rows"], "parts": len(manifest["parts"]), "stats": manifest["stats"]}, indent=2
@@ -145,15 +148,10 @@ def link(
     """Link entities (TAGME) in the run's pages against the KG into `mentions` shards."""
     from flows import stages
     from storage import layout
-    from storage.shards import IncompleteDatasetError
 
     _setup_logging()
     cfg = _config(config, set_, data_root, run, link={"workers": workers, "linker": linker})
-    try:
-        run_dir = layout.resolve_run(cfg.data_root, cfg.run)
-        manifest = stages.run_link(cfg, run_dir)
-    except (FileNotFoundError, IncompleteDatasetError) as exc:
-        _fail(str(exc))
+    manifest = stages.run_link(cfg, layout.resolve_run(cfg.data_root, cfg.run))
     typer.echo(
         json.dumps(
             {"rows": manifest["rows"], "parts": len(manifest["parts"]), "stats": manifest["stats"]}, indent=2
@@ -171,14 +169,10 @@ def select_cmd(
     """Score mentions by semantic importance, select important entities, write `instances`."""
     from flows import stages
     from storage import layout
-    from storage.shards import IncompleteDatasetError
 
     _setup_logging()
     cfg = _config(config, set_, data_root, run)
-    try:
-        manifest = stages.run_select(cfg, layout.resolve_run(cfg.data_root, cfg.run))
-    except (FileNotFoundError, IncompleteDatasetError) as exc:
-        _fail(str(exc))
+    manifest = stages.run_select(cfg, layout.resolve_run(cfg.data_root, cfg.run))
     typer.echo(
         json.dumps({"rows": manifest["rows"], "stats": manifest["stats"], **manifest["select"]}, indent=2)
     )
@@ -200,7 +194,6 @@ def pretrain(
 ) -> None:
     """Pre-train on the run's `instances` with DeepSpeed; resumes from the latest checkpoint."""
     from storage import layout
-    from storage.shards import IncompleteDatasetError
     from trelm.launch import pretrain as run_pretrain
 
     _setup_logging()
@@ -208,12 +201,9 @@ def pretrain(
     train = cfg.pretrain.train.model_copy(
         update={k: v for k, v in {"ranks": ranks, "max_steps": max_steps}.items() if v is not None}
     )
-    try:
-        run_dir = layout.resolve_run(cfg.data_root, cfg.run)
-        runs = [p.model_copy(update={"train": train}) for p in cfg.pretrain.runs()]
-        results = [run_pretrain(p, run_dir, cfg.progress) for p in runs]
-    except (FileNotFoundError, IncompleteDatasetError, ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+    run_dir = layout.resolve_run(cfg.data_root, cfg.run)
+    runs = [p.model_copy(update={"train": train}) for p in cfg.pretrain.runs()]
+    results = [run_pretrain(p, run_dir, cfg.progress) for p in runs]
     typer.echo(json.dumps(results, indent=2))
 
 
@@ -240,13 +230,10 @@ def evaluate(
 
     _setup_logging()
     cfg = _config(config, set_, data_root, run)
-    try:
-        tasks = parse_tasks(task) if task else cfg.evaluate.tasks
-        run_dir = _evaluated_run(layout, cfg, required=not checkpoint)
-        settings = cfg.evaluate.model_copy(update={"tasks": tasks})
-        results, report = evaluate_run(settings, run_dir, checkpoint, write=not checkpoint)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    tasks = parse_tasks(task) if task else cfg.evaluate.tasks
+    run_dir = _evaluated_run(layout, cfg, required=not checkpoint)
+    settings = cfg.evaluate.model_copy(update={"tasks": tasks})
+    results, report = evaluate_run(settings, run_dir, checkpoint, write=not checkpoint)
     if as_json:
         payload = results[0] if checkpoint and len(results) == 1 else {"checkpoints": results}
         typer.echo(json.dumps(payload, indent=2, default=str))
@@ -260,7 +247,7 @@ def _evaluated_run(layout, cfg, required: bool):
     """The run folder (for the KG probe and run checkpoints); optional when checkpoints are given."""
     try:
         return layout.resolve_run(cfg.data_root, cfg.run)
-    except FileNotFoundError:
+    except layout.RunNotFoundError:
         if required:
             raise
         return None
@@ -274,12 +261,14 @@ def _downloaded_run_config(cfg, layout):
         run_dir = layout.resolve_run(cfg.data_root, cfg.run)
         saved = load_config(str(run_dir / layout.RUN_CONFIG))
         return cfg.model_copy(update={"download": saved.download, "run": run_dir.name})
-    except FileNotFoundError:
+    except layout.RunNotFoundError:
         pass
     dates = layout.downloaded_dates(cfg.data_root, cfg.download.wiki)
     if not dates:
         wiki_dir = layout.dumps_root(cfg.data_root) / cfg.download.wiki
-        _fail(f"nothing downloaded under {wiki_dir}: run `trelm download` first, or pass --dump FILE")
+        raise InputError(
+            f"nothing downloaded under {wiki_dir}", fix="run `trelm download` first, or pass --dump FILE"
+        )
     return cfg.model_copy(update={"download": cfg.download.model_copy(update={"date": dates[-1]})})
 
 
@@ -291,14 +280,9 @@ def sql(
     run: RunName = None,
 ) -> None:
     """Query the run's datasets with DuckDB."""
-    import duckdb
-
     from storage import duck, layout
 
-    try:
-        columns, rows = duck.query(layout.resolve_run(data_root, run), query)
-    except (FileNotFoundError, duckdb.Error) as exc:
-        _fail(str(exc))
+    columns, rows = duck.query(layout.resolve_run(data_root, run), query)
     if as_json:
         typer.echo(
             json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, ensure_ascii=False)
@@ -328,10 +312,7 @@ def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
     """Interactive DuckDB over the run: every dataset a view. `.tables`, `.schema NAME`, `.quit`."""
     from storage import duck, layout
 
-    try:
-        run_dir = layout.resolve_run(data_root, run)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
+    run_dir = layout.resolve_run(data_root, run)
     conn, views = duck.connect(run_dir)
     typer.echo(
         f"run {run_dir}: views {', '.join(views) or '(none)'}; end statements with ';', .quit to leave"

@@ -19,6 +19,7 @@ from preprocessing.kg import KGConfig
 from preprocessing.link import LinkConfig
 from preprocessing.select import SelectConfig
 from storage.configio import deep_merge, write_yaml
+from storage.errors import ConfigError
 from storage.tokens import same_tokenizer
 from trelm.config import PretrainConfig
 from trelm.evaluate.config import EvaluateConfig
@@ -26,10 +27,6 @@ from trelm.evaluate.config import EvaluateConfig
 PRESETS_DIR = Path(__file__).with_name("presets")
 # the bundled sample lives beside the packages in a source checkout; TRELM_SAMPLE_DIR points elsewhere
 SAMPLE_DIR = Path(os.environ.get("TRELM_SAMPLE_DIR", Path(__file__).resolve().parents[1] / "sample"))
-
-
-class ConfigError(ValueError):
-    """A config that cannot be loaded: the message names the file or key and how to fix it."""
 
 
 class PipelineConfig(BaseModel):
@@ -93,16 +90,22 @@ def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(os.path.expandvars(path.read_text())) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        raise ConfigError(
+            f"cannot read config {path}: {exc}", fix="pass a readable YAML file to --config"
+        ) from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a YAML mapping of sections (download:, ingest:, ...)")
+        raise ConfigError(
+            f"config {path} is not a YAML mapping", fix="write it as sections (download:, ingest:, ...)"
+        )
     return data
 
 
 def _preset(name: str) -> dict:
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.exists():
-        raise ConfigError(f"unknown preset {name!r}: use one of {preset_names()} or a path to a .yaml file")
+        raise ConfigError(
+            f"unknown preset {name!r}", fix=f"use one of {preset_names()} or a path to a .yaml file"
+        )
     return {"preset": name, **_read_yaml(path)}
 
 
@@ -110,13 +113,17 @@ def _apply_override(data: dict, override: str) -> None:
     """`ingest.workers=4`: the value is parsed as YAML, so numbers, booleans and lists keep their type."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
-        raise ConfigError(f"bad override {override!r}: write it as section.key=value, e.g. ingest.workers=4")
+        raise ConfigError(
+            f"bad override {override!r}", fix="write it as section.key=value, e.g. ingest.workers=4"
+        )
     *parents, leaf = key.strip().split(".")
     node = data
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"bad override {override!r}: {part!r} is not a section")
+            raise ConfigError(
+                f"bad override {override!r}: {part!r} is not a section", fix="set a key inside a section"
+            )
     value = yaml.safe_load(raw)
     # scalars stay strings for pydantic to coerce by the field's type: `download.date=20260301` is a
     # date string, not the int YAML would make of it; lists, mappings and null keep YAML's reading
@@ -139,7 +146,10 @@ def load_config(
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config ({source}, overrides {list(overrides)}):\n{exc}") from exc
+        raise ConfigError(
+            f"invalid config ({source}, overrides {list(overrides)}):\n{exc}",
+            fix="correct the settings named above, in the YAML file or with --set section.key=value",
+        ) from exc
 
 
 def save_config(cfg: PipelineConfig, path: Path) -> None:

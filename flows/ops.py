@@ -9,6 +9,8 @@
   `flock`) on `{run_dir}/.run.lock` while it works on the folder. The kernel drops it when the
   holder dies, so a killed worker never leaves a stale lock behind; `.run-holder.json` beside it
   names the holder (host, pid, flow run) for the message the second run gets when it gives up.
+- **Retries.** A task with retries retries a `RetryableError` only (`retry_transient`): an input error
+  or a bug fails the same way every time.
 - **Completion record.** `_run_complete.json`, written last in the run folder, holds the dump date,
   the hash of every setting that changes an output (`outputs_hash`), the code version of the
   pipeline (`storage.code`) and each stage's stats. A scheduled run whose newest finished dump has a
@@ -34,6 +36,7 @@ from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.code import module_code_version
+from storage.errors import ConfigError, RetryableError
 from storage.shards import atomic_write_bytes, stable_hash
 
 STAGES = ("download", "ingest", "link", "select", "pretrain", "evaluate")
@@ -103,7 +106,10 @@ def _extra_missing(kind: str, extra: str, exc: ImportError) -> ImportError:
 def make_task_runner(cfg: OrchestrationConfig):
     """The Prefect task runner that `cfg` names; a clear ImportError when its extra is missing."""
     if cfg.task_runner.endswith("-address") and not cfg.address:
-        raise ValueError(f"orchestration.task_runner={cfg.task_runner} needs orchestration.address")
+        raise ConfigError(
+            f"orchestration.task_runner={cfg.task_runner} needs orchestration.address",
+            fix="set orchestration.address to the scheduler's address (tcp://host:8786 or ray://host:10001)",
+        )
     if cfg.task_runner.startswith("dask"):
         try:
             from prefect_dask import DaskTaskRunner
@@ -124,11 +130,19 @@ def make_task_runner(cfg: OrchestrationConfig):
     return runner(max_workers=cfg.workers)
 
 
+# ----------------------------------------------------------------------------- retries
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect's `retry_condition_fn` for the tasks that have retries: True for a RetryableError."""
+    return isinstance(state.result(raise_on_failure=False), RetryableError)
+
+
 # ----------------------------------------------------------------------------- the run lock
 
 
-class RunLockedError(RuntimeError):
-    """Another run holds the run folder."""
+class RunLockedError(RetryableError, RuntimeError):
+    """Another run holds the run folder: free once that run ends."""
 
 
 def _holder_text(run_dir: Path) -> str:
@@ -157,7 +171,8 @@ def run_lock(run_dir: Path, timeout_s: float, holder: dict) -> Iterator[None]:
     except Timeout:
         raise RunLockedError(
             f"run folder {run_dir} is in use by another run ({_holder_text(run_dir)}); waited "
-            f"{timeout_s:g}s (orchestration.lock_timeout_s). Wait for it to finish, or cancel it."
+            f"{timeout_s:g}s (orchestration.lock_timeout_s)",
+            fix="wait for that run to finish, or cancel it",
         ) from None
     try:
         atomic_write_bytes(run_dir / HOLDER_NAME, json.dumps(holder).encode())

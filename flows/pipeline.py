@@ -60,13 +60,24 @@ def _download_key(_context, parameters) -> str:
     return _key("download", parameters["cfg"].download, None, module_code_version("preprocessing.download"))
 
 
-@task(name="resolve-date", cache_policy=NONE, retries=3, retry_delay_seconds=10)
+@task(
+    name="resolve-date",
+    cache_policy=NONE,
+    retries=3,
+    retry_delay_seconds=10,
+    retry_condition_fn=ops.retry_transient,
+)
 def resolve_date_task(cfg: PipelineConfig) -> PipelineConfig:
     return stages.resolved(cfg)
 
 
 @task(
-    name="download-files", cache_key_fn=_download_key, persist_result=True, retries=2, retry_delay_seconds=30
+    name="download-files",
+    cache_key_fn=_download_key,
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=30,
+    retry_condition_fn=ops.retry_transient,
 )
 def download_task(cfg: PipelineConfig) -> DownloadReport:
     return stages.download(cfg)
@@ -141,7 +152,13 @@ def dictionary_task(cfg: PipelineConfig, run_dir: Path) -> Provenance:
     return link_stage.prepare(cfg.link, run_dir, progress=False)
 
 
-@task(name="link-part", cache_key_fn=_link_part_key, persist_result=True, retries=1)
+@task(
+    name="link-part",
+    cache_key_fn=_link_part_key,
+    persist_result=True,
+    retries=1,
+    retry_condition_fn=ops.retry_transient,
+)
 def link_part_task(cfg: PipelineConfig, run_dir: Path, part: Path, provenance: Provenance) -> PartInfo:
     """One pages part -> its mentions part; a part already done for the same provenance is kept."""
     if cfg.orchestration.task_runner == "threads":

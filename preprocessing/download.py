@@ -32,6 +32,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from storage import layout
+from storage.errors import InputError, RetryableError, TrelmError
 from storage.shards import atomic_write_text
 
 # Wikimedia asks dump downloaders for a User-Agent with a way to reach the operator: the person
@@ -108,16 +109,26 @@ class DownloadConfig(pydantic.BaseModel):
         return self
 
 
-class DumpNotFoundError(ValueError):
+class DumpNotFoundError(InputError, ValueError):
     """The wiki, the run date or a finished run is not on the mirror."""
 
+    fix = "check --wiki and --date against the mirror's listing, or try another --mirror"
 
-class DownloadError(RuntimeError):
-    """A file could not be downloaded (retries spent, or a fatal HTTP status)."""
+
+class DownloadError(TrelmError, RuntimeError):
+    """A file could not be downloaded: the mirror refuses it (a 4xx status, a file it does not have)."""
+
+    fix = "try another --mirror, or check that this one serves the run completely"
 
     def __init__(self, url: str, received: int, cause: object):
         super().__init__(f"download of {url} failed after {received} bytes received: {cause}")
         self.url, self.received, self.cause = url, received, cause
+
+
+class DownloadRetriesSpent(RetryableError, DownloadError):
+    """Every attempt at a file failed on a network error or a bad transfer: worth another go later."""
+
+    fix = "run it again later: the download resumes where it stopped"
 
 
 class FileResult(pydantic.BaseModel):
@@ -146,7 +157,7 @@ class _FileSpec:
     sha1: str | None
 
 
-class _Transient(Exception):
+class _Transient(RetryableError):
     """Retry, keeping what the part file holds (a cut, a 5xx)."""
 
 
@@ -154,8 +165,8 @@ class _BadPart(_Transient):
     """Retry from scratch: what the part file holds is wrong."""
 
 
-class _Cancelled(Exception):
-    """Another file failed or the user interrupted: stop this transfer."""
+class _Cancelled(TrelmError):
+    """Another file failed or the user interrupted: stop this transfer (the other failure is reported)."""
 
 
 _RETRYABLE = (
@@ -197,7 +208,7 @@ def _with_retries(
     received: Callable[[], int] = lambda: 0,
     stop: threading.Event | None = None,
 ):
-    """attempt() until it succeeds, backing off exponentially; DownloadError once the retries are spent."""
+    """attempt() until it succeeds, backing off exponentially; DownloadRetriesSpent once they are spent."""
     stop = stop or threading.Event()
     last: BaseException | None = None
     for n in range(cfg.retries + 1):
@@ -208,7 +219,7 @@ def _with_retries(
             return attempt()
         except _RETRYABLE as exc:
             last = exc
-    raise DownloadError(url, received(), f"{cfg.retries + 1} attempts, last error: {last!r}") from last
+    raise DownloadRetriesSpent(url, received(), f"{cfg.retries + 1} attempts, last error: {last!r}") from last
 
 
 def _check_status(response: requests.Response, url: str) -> None:

@@ -17,6 +17,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.errors import InputError
+
 # enwiki-20260301-pages-articles-multistream1.xml-p1p41242.bz2 and its
 # enwiki-20260301-pages-articles-multistream-index1.txt-p1p41242.bz2
 _MULTISTREAM_RE = re.compile(
@@ -27,8 +29,9 @@ _RUN_NAME_RE = re.compile(r"^(?P<wiki>[a-z0-9_]+wiki[a-z]*)-(?P<date>\d{8}|lates
 _ENTERPRISE_NAME_RE = re.compile(r"^(?P<wiki>[a-z0-9_]+wiki[a-z]*)-NS\d+-(?P<date>\d{8})-ENTERPRISE-HTML")
 
 
-class DumpFileError(ValueError):
-    """A dump file that cannot be read (missing, truncated, not a pages-articles export)."""
+class DumpFileError(InputError, ValueError):
+    """A dump file that cannot be read (missing, truncated, not a pages-articles export); ingest records
+    one whose stream breaks off and keeps the pages read before it."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,8 @@ def multistream_files(run_dir: Path) -> list[Path]:
     recombined = sorted(run_dir.glob("*-pages-articles-multistream.xml.bz2"))
     if not recombined:
         raise DumpFileError(
-            f"no pages-articles-multistream file in {run_dir}: run `trelm download` first, "
-            f"or pass a local file with `trelm ingest --dump FILE`"
+            f"no pages-articles-multistream file in {run_dir}",
+            fix="run `trelm download` first, or pass a local file with `trelm ingest --dump FILE`",
         )
     return recombined
 
@@ -109,8 +112,8 @@ def read_stream(rng: StreamRange) -> bytes:
         return bz2.decompress(data)
     except (ValueError, OSError, EOFError) as exc:
         raise DumpFileError(
-            f"{rng.path}: the bz2 stream at byte offset {rng.start} is truncated or corrupt ({exc}); "
-            f"download the file again (`trelm download` verifies sums)"
+            f"{rng.path}: the bz2 stream at byte offset {rng.start} is truncated or corrupt ({exc})",
+            fix="download the file again (`trelm download` verifies sums)",
         ) from exc
 
 
@@ -139,8 +142,8 @@ def iter_page_xml(dump: Path, read_bytes: int = 1 << 20) -> Iterator[str]:
                 chunk = f.read1(read_bytes)  # read1: a cut loses only the last step, not the whole read
             except (EOFError, OSError, ValueError) as exc:
                 raise DumpFileError(
-                    f"{dump}: compressed data is truncated or corrupt near byte offset {raw.tell()} ({exc}); "
-                    f"fetch the file again"
+                    f"{dump}: compressed data is truncated or corrupt near byte offset {raw.tell()} ({exc})",
+                    fix="fetch the file again",
                 ) from exc
             if not chunk:
                 return

@@ -63,8 +63,8 @@ def iter_article_lines(dump: Path) -> Iterator[str]:
                         yield line.decode("utf-8", errors="replace")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DumpFileError(
-            f"{dump}: not a readable Enterprise HTML dump ({exc}); pass a `*-ENTERPRISE-HTML.json.tar.gz` "
-            f"as published, or fetch it again"
+            f"{dump}: not a readable Enterprise HTML dump ({exc})",
+            fix="pass a `*-ENTERPRISE-HTML.json.tar.gz` as published, or fetch it again",
         ) from exc
 
 

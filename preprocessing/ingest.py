@@ -118,8 +118,9 @@ def inputs_for_file(dump: Path) -> IngestInputs:
     """The inputs of a single local file; a `page_props.sql.gz` of the same run beside it is used too."""
     if not dump.exists():
         raise DumpFileError(
-            f"{dump}: no such file; pass a pages-articles .xml or .xml.bz2, or an Enterprise HTML dump "
-            f"(*-ENTERPRISE-HTML.json.tar.gz), to --dump"
+            f"{dump}: no such file",
+            fix="pass a pages-articles .xml or .xml.bz2, or an Enterprise HTML dump "
+            "(*-ENTERPRISE-HTML.json.tar.gz), to --dump",
         )
     props = sorted(dump.parent.glob(f"{dumpfiles.run_name_for(dump)}-page_props.sql.gz"))
     return IngestInputs((dump,), props[0] if props else None)

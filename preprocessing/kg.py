@@ -39,6 +39,7 @@ from preprocessing.dumpfiles import file_hash
 from storage import layout
 from storage.code import module_code_version
 from storage.duck import sql_files
+from storage.errors import InputError
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, DatasetSchema
 from storage.shards import (
     PartInfo,
@@ -61,7 +62,7 @@ _READ_LINES = (
 )
 
 
-class KGFilesError(FileNotFoundError):
+class KGFilesError(InputError, FileNotFoundError):
     """Wikidata5M files missing from the configured folder: the message says what to download."""
 
 
@@ -106,7 +107,7 @@ def _file_names(cfg: KGConfig) -> dict[str, tuple[str, str]]:
 def kg_files(cfg: KGConfig) -> dict[str, Path]:
     """The four input files (`entity`, `relation`, `text`, `triples`), each found plain or gzipped."""
     if cfg.path is None:
-        raise KGFilesError("no Wikidata5M folder configured: set kg.path to the folder of its files")
+        raise KGFilesError("no Wikidata5M folder configured", fix="set kg.path to the folder of its files")
     folder = Path(cfg.path)
     found: dict[str, Path] = {}
     missing: dict[str, str] = {}
@@ -119,9 +120,10 @@ def kg_files(cfg: KGConfig) -> dict[str, Path]:
     if missing:
         archives = ", ".join(dict.fromkeys(missing.values()))
         raise KGFilesError(
-            f"Wikidata5M folder {folder} lacks {', '.join(missing)} (plain or .gz). Download {archives} "
-            f"from the KEPLER project page ({KEPLER_PAGE}) into {folder}; unpack the .tar.gz archives, "
-            f".txt.gz files can stay compressed. Or set kg.path to the folder that holds the files."
+            f"Wikidata5M folder {folder} lacks {', '.join(missing)} (plain or .gz)",
+            fix=f"download {archives} from the KEPLER project page ({KEPLER_PAGE}) into {folder}; unpack "
+            f"the .tar.gz archives, .txt.gz files can stay compressed. Or set kg.path to the folder that "
+            f"holds the files.",
         )
     return found
 

@@ -37,8 +37,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from preprocessing.dumpfiles import file_hash
+from preprocessing.kg import KGFilesError
 from storage.code import module_code_version
 from storage.configio import device_name
+from storage.errors import InputError
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, entity_embeddings
 from storage.shards import (
     PartInfo,
@@ -59,8 +61,10 @@ _ROWS_PER_PART = 131_072  # 256 MB per part at GraphVite's 512 dims
 _EVAL_SCRATCH = 1 << 26
 
 
-class GraphViteFormatError(ValueError):
+class GraphViteFormatError(InputError, ValueError):
     """The pickle is not a GraphVite knowledge-graph model: the message names what was found."""
+
+    fix = "set kge.graphvite_path to a GraphVite Wikidata5M model, e.g. transe_wikidata5m.pkl"
 
 
 class KGEConfig(BaseModel):
@@ -401,9 +405,10 @@ class _GraphViteUnpickler(pickle.Unpickler):
 
 def _graphvite_file(path: Path) -> Path:
     if not path.is_file():
-        raise FileNotFoundError(
-            f"GraphVite model {path} not found: download e.g. transe_wikidata5m.pkl (GraphVite's pretrained "
-            f"Wikidata5M models, linked from its docs) or set kge.graphvite_path"
+        raise KGFilesError(
+            f"GraphVite model {path} not found",
+            fix="download e.g. transe_wikidata5m.pkl (GraphVite's pretrained Wikidata5M models, linked "
+            "from its docs) or set kge.graphvite_path",
         )
     return path
 

@@ -38,6 +38,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from storage.errors import ConfigError
 from storage.tokens import model_location
 
 
@@ -63,7 +64,10 @@ def load_tokenizer(name: str = "minilm"):
 
     tokenizer = AutoTokenizer.from_pretrained(model_location(name))
     if not tokenizer.is_fast:
-        raise ValueError(f"{name}: no fast tokenizer, and only a fast one reports character offsets")
+        raise ConfigError(
+            f"{name}: no fast tokenizer, and only a fast one reports character offsets",
+            fix="set select.si.encoder to a model with a fast tokenizer",
+        )
     return tokenizer
 
 
@@ -91,7 +95,10 @@ def page_sequences(
     budget = max_seq_len - len(prefix) - len(suffix)
     if budget < 1:
         specials = len(prefix) + len(suffix)
-        raise ValueError(f"max_seq_len {max_seq_len} leaves no room beside {specials} special tokens")
+        raise ConfigError(
+            f"max_seq_len {max_seq_len} leaves no room beside {specials} special tokens",
+            fix="raise select.max_seq_len",
+        )
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids = encoding["input_ids"]
     if not ids:

@@ -35,6 +35,7 @@ import tagme
 from pydantic import Field, SecretStr
 
 from preprocessing.titles import normalize_title
+from storage.errors import InputError, PartError, RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,11 @@ class RemoteAnnotation:
     link_prob: float  # NaN where the service sends no link_probability
 
 
-class RemoteTagmeError(RuntimeError):
+class RemoteTagmeError(PartError, RuntimeError):
     """The TAGME API gave no usable answer for a text (after the retries, where retrying makes sense)."""
 
 
-class RemoteTagmeAuthError(RemoteTagmeError):
+class RemoteTagmeAuthError(InputError, RemoteTagmeError):
     """No token, or the service refused it: fatal for every text, so `annotate_many` raises it."""
 
 
@@ -114,8 +115,9 @@ def resolve_token(cfg: RemoteTagmeConfig) -> str:
     if cfg.token_secret_block:
         return _secret_block_token(cfg.token_secret_block)
     raise RemoteTagmeAuthError(
-        f"no TAGME token: set the environment variable {cfg.token_env} to your D4Science gcube token, "
-        "or set the option token_secret_block to the name of a Prefect Secret block holding it"
+        "no TAGME token",
+        fix=f"set the environment variable {cfg.token_env} to your D4Science gcube token, "
+        "or set the option token_secret_block to the name of a Prefect Secret block holding it",
     )
 
 
@@ -125,9 +127,14 @@ def _secret_block_token(name: str) -> str:
     try:
         value = Secret.load(name).get()
     except Exception as exc:  # a missing block (ValueError) or no reachable Prefect API (httpx errors)
-        raise RemoteTagmeAuthError(f"could not load the Prefect Secret block {name!r}: {exc}") from exc
+        raise RemoteTagmeAuthError(
+            f"could not load the Prefect Secret block {name!r}: {exc}",
+            fix="create the Secret block, or set token_secret_block to the name of one that exists",
+        ) from exc
     if not isinstance(value, str) or not value.strip():
-        raise RemoteTagmeAuthError(f"the Prefect Secret block {name!r} holds no token string")
+        raise RemoteTagmeAuthError(
+            f"the Prefect Secret block {name!r} holds no token string", fix="store the gcube token in it"
+        )
     return value.strip()
 
 
@@ -148,7 +155,7 @@ class _RateLimiter:
         time.sleep(slot - now)
 
 
-class _Transient(Exception):
+class _Transient(RetryableError):
     """A failure worth retrying: network error, timeout, 408, 429, 5xx."""
 
 
@@ -334,8 +341,9 @@ class RemoteTagme:
             return
         if code in _AUTH_STATUS:
             raise RemoteTagmeAuthError(
-                f"the TAGME API refused the gcube token (HTTP {code}): check the token in the environment "
-                f"variable {self.cfg.token_env} (or in the Prefect Secret block named by token_secret_block)"
+                f"the TAGME API refused the gcube token (HTTP {code})",
+                fix=f"check the token in the environment variable {self.cfg.token_env} "
+                "(or in the Prefect Secret block named by token_secret_block)",
             )
         if code in (408, 429) or code >= 500:
             raise _Transient(f"HTTP {code} {response.reason}")

@@ -7,8 +7,13 @@ from pathlib import Path
 import duckdb
 
 from storage import layout
+from storage.errors import InputError
 from storage.schemas import CHECKPOINT_DATASETS, DATASETS
 from storage.shards import IncompleteDatasetError, part_paths
+
+
+class QueryError(InputError):
+    """DuckDB refused a statement of `trelm sql`."""
 
 
 def sql_str(value: object) -> str:
@@ -60,10 +65,14 @@ def connect(
 
 def query(run_dir: Path | None, sql: str) -> tuple[list[str], list[tuple]]:
     """Run one statement against the run's views; returns (column names, rows)."""
-    conn, _ = connect(run_dir)
+    conn, views = connect(run_dir)
     try:
         result = conn.execute(sql)
         columns = [d[0] for d in result.description] if result.description else []
         return columns, result.fetchall()
+    except duckdb.Error as exc:  # the statement is the user's: a typo, or a view of a stage not run yet
+        raise QueryError(
+            str(exc), fix=f"correct the statement; the run's views: {', '.join(views) or '(none)'}"
+        ) from exc
     finally:
         conn.close()

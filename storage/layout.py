@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from storage.errors import InputError
+
 RUN_CONFIG = "config.yaml"
 DOWNLOAD_MANIFEST = "_download.json"  # written last in a dump folder: the download is complete
 STAGING = "_staging"  # a stage's intermediate files inside the run folder, never read by a later stage
@@ -12,6 +14,10 @@ HF_EXPORT = "hf"  # a checkpoint's Hugging Face `save_pretrained` folder
 
 def dumps_root(data_root: Path) -> Path:
     return Path(data_root) / "dumps"
+
+
+class RunNotFoundError(InputError, FileNotFoundError):
+    """No run folder of that name, or none at all, under the data root."""
 
 
 def dumps_dir(data_root: Path, wiki: str, date: str) -> Path:
@@ -71,14 +77,16 @@ def resolve_run(data_root: Path, name: str | None) -> Path:
     if name:
         path = run_dir(data_root, name)
         if not path.is_dir():
-            raise FileNotFoundError(
-                f"no run {name!r} in {runs_root(data_root)}; runs there: {list_runs(data_root)}"
+            raise RunNotFoundError(
+                f"no run {name!r} in {runs_root(data_root)}",
+                fix=f"pass --run one of {list_runs(data_root)}, or leave it out for the newest",
             )
         return path
     runs = list_runs(data_root)
     if not runs:
-        raise FileNotFoundError(
-            f"no run in {runs_root(data_root)}: run `trelm run` (or `trelm download` then `trelm ingest`), "
-            f"or point --data-root / TRELM_DATA_ROOT at an existing data root"
+        raise RunNotFoundError(
+            f"no run in {runs_root(data_root)}",
+            fix="run `trelm run` (or `trelm download` then `trelm ingest`), or point --data-root / "
+            "TRELM_DATA_ROOT at an existing data root",
         )
     return run_dir(data_root, runs[0])

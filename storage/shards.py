@@ -27,6 +27,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.errors import InputError
 from storage.schemas import DatasetSchema
 
 MANIFEST = "_manifest.json"
@@ -37,7 +38,7 @@ _MAX_MANIFEST_ERRORS = 1000
 T = TypeVar("T")
 
 
-class IncompleteDatasetError(FileNotFoundError):
+class IncompleteDatasetError(InputError, FileNotFoundError):
     """A dataset without a manifest: its stage has not finished (or never ran)."""
 
 
@@ -265,8 +266,8 @@ def read_manifest(run_dir: Path, dataset: DatasetSchema) -> dict:
     path = dataset_dir(run_dir, dataset) / MANIFEST
     if not path.exists():
         raise IncompleteDatasetError(
-            f"dataset {dataset.name!r} is not complete in {Path(run_dir)} (no {MANIFEST}): "
-            f"run the stage that writes it first"
+            f"dataset {dataset.name!r} is not complete in {Path(run_dir)} (no {MANIFEST})",
+            fix="run the stage that writes it first",
         )
     return json.loads(path.read_text())
 

@@ -11,10 +11,12 @@ import pytest
 from mirror_server import serve_mirror
 from prefect.testing.utilities import prefect_test_harness
 
-from flows import ops
+from flows import evaluate, ops, pipeline, pretrain, stages
 from flows.config import load_config
 from flows.pipeline import trelm
 from flows.report import stage_table
+from preprocessing.download import DumpNotFoundError
+from storage.errors import RetryableError
 from storage.schemas import PAGES
 from storage.shards import MANIFEST, dataset_dir
 
@@ -143,6 +145,39 @@ def test_flow_fails_clearly_while_another_run_holds_the_folder(prefect_api, tmp_
     with pytest.raises(ops.RunLockedError, match="holder-run"):
         state.result()
     assert not (tmp_path / "data" / "dumps").exists()  # nothing was touched
+
+
+def test_a_task_retries_a_retryable_error_and_not_a_fatal_one(prefect_api, monkeypatch):
+    cfg = load_config("sample", ["download.date=20260301"])
+    task = pipeline.resolve_date_task.with_options(retry_delay_seconds=0)  # its own retries and condition
+    calls = []
+
+    def busy_then_fine(config):
+        calls.append("busy")
+        if len(calls) < 3:
+            raise RetryableError("mirror busy")
+        return config
+
+    monkeypatch.setattr(stages, "resolved", busy_then_fine)
+    assert task(cfg) == cfg and len(calls) == 3
+
+    def not_there(config):
+        calls.append("missing")
+        raise DumpNotFoundError("no dump run enwiki/20260301")
+
+    calls.clear()
+    monkeypatch.setattr(stages, "resolved", not_there)
+    with pytest.raises(DumpNotFoundError):
+        task(cfg)
+    assert calls == ["missing"]  # an input error fails the same way every time: not retried
+
+
+def test_every_task_with_retries_retries_only_retryable_errors():
+    from prefect import Task
+
+    tasks = [t for m in (pipeline, pretrain, evaluate) for t in vars(m).values() if isinstance(t, Task)]
+    assert any(t.retries for t in tasks)  # the walk sees the tasks
+    assert [t.name for t in tasks if t.retries and t.retry_condition_fn is not ops.retry_transient] == []
 
 
 def test_outputs_hash_ignores_runtime_settings_only():

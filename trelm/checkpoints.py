@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from storage.errors import InputError
 from storage.shards import atomic_write, atomic_write_bytes
 
 TAG_PREFIX = "step-"
@@ -66,9 +67,9 @@ def latest(ckpt_dir: Path) -> ResumePoint | None:
     folder = ckpt_dir / pointer.read_text().strip()
     state_file = folder / TRAINER_STATE
     if not state_file.exists():
-        raise FileNotFoundError(
-            f"{folder} has no {TRAINER_STATE} (written by an older version of the trainer): "
-            f"delete {pointer} to start over, or resume it with that version"
+        raise InputError(
+            f"{folder} has no {TRAINER_STATE} (written by an older version of the trainer)",
+            fix=f"delete {pointer} to start over, or resume it with that version",
         )
     state = json.loads(state_file.read_text())
     return ResumePoint(folder, state["step"], state["world"], state["zero_stage"])

@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 
+from storage.errors import ConfigError
 from storage.schemas import INSTANCES, KG_RELATIONS, entity_embeddings
 from storage.shards import dataset_dir, part_paths, read_manifest
 
@@ -45,10 +46,10 @@ class InstanceStream:
         self.rows = np.array([p["rows"] for p in manifest["parts"]], dtype=np.int64)
         self.micro, self.rank, self.world, self.seed = micro_batch_size, rank, world, seed
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{dataset_dir(run_dir, INSTANCES)} has {int(self.rows.sum())} sequences, fewer than one "
-                f"global batch ({self.global_batch} = micro_batch_size x ranks): lower "
-                "train.micro_batch_size or train.ranks"
+                f"global batch ({self.global_batch} = micro_batch_size x ranks)",
+                fix="lower train.micro_batch_size or train.ranks",
             )
 
     @property

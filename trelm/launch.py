@@ -21,6 +21,7 @@ import yaml
 
 from storage import layout
 from storage.configio import write_yaml
+from storage.errors import TrelmError
 from storage.shards import atomic_write_text
 from trelm.config import PretrainConfig
 
@@ -69,9 +70,9 @@ def launch_ranks(cfg: PretrainConfig, run_dir: Path) -> dict:
     command = launcher_command(cfg, run_dir, config_file.resolve())
     done = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if done.returncode != 0 or not (ckpt / RESULT).exists():
-        raise RuntimeError(
-            f"pre-training ranks failed (exit {done.returncode}): see the log above; run the same command "
-            f"again to resume from {ckpt / 'latest'}: {' '.join(command)}"
+        raise TrelmError(
+            f"pre-training ranks failed (exit {done.returncode}): see the log above",
+            fix=f"run the same command again to resume from {ckpt / 'latest'}: {' '.join(command)}",
         )
     return json.loads((ckpt / RESULT).read_text())
 

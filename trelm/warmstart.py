@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from storage.errors import ConfigError
 from trelm.modelconfig import ModelConfig
 
 
@@ -53,7 +54,7 @@ def warm_start(model_cfg: ModelConfig, cfg: WarmStartConfig, run_dir: Path, out:
         param.requires_grad_(cfg.train_backbone or name in fresh)
     params = [p for p in mlm.parameters() if p.requires_grad]
     if not params:
-        raise ValueError(f"{model_cfg.backbone} has no fresh MLM parameters: set train_backbone=True")
+        raise ConfigError(f"{model_cfg.backbone} has no fresh MLM parameters", fix="set train_backbone=True")
     start = time.perf_counter()
     losses = _train(mlm, TokenInfo.from_tokenizer(tokenizer), params, cfg, run_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from storage.shards import IncompleteDatasetError
 from trelm.evaluate.cloze import Fact, keep_single_token, probe_hits
 from trelm.evaluate.metrics import macro_p_at_1
 
@@ -77,7 +78,9 @@ def read_kg_facts(
         missing = {"kg_triples", "kg_entities", "kg_relations", "instances"} - set(views)
         if missing:
             needed = sorted(missing)
-            raise FileNotFoundError(f"run {run_dir} lacks {needed}: run `trelm link` and `trelm select`")
+            raise IncompleteDatasetError(
+                f"run {run_dir} lacks {needed}", fix="run `trelm link` and `trelm select`"
+            )
         params = {"pids": sorted(pids), "max_facts": max_facts}
         rows = conn.execute(_FACTS_SQL, params).fetchall()
         no_template, over = conn.execute(_SKIPPED_SQL, params).fetchone()

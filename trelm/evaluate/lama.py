@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from storage.errors import InputError
 from trelm.evaluate.cloze import (
     Fact,
     keep_single_token,
@@ -45,8 +46,10 @@ NAME_QUESTION = "[X] is a common name in the following {kind} : [Y] ."
 NAME_TOP_K = 3
 
 
-class LamaDataError(FileNotFoundError):
-    """The folder is not LAMA's data/ layout."""
+class LamaDataError(InputError, FileNotFoundError):
+    """The folder is not LAMA's data/ layout (an OSError: the evaluation reports the task as not run)."""
+
+    fix = "point the task at LAMA's data/ folder"
 
 
 def _jsonl(path: Path) -> Iterator[dict]:
@@ -58,7 +61,7 @@ def read_trex(data_dir: Path) -> list[Fact]:
     """Facts of every relation in relations.jsonl that has a TREx/{PID}.jsonl file."""
     relations = Path(data_dir) / "relations.jsonl"
     if not relations.exists():
-        raise LamaDataError(f"{relations} not found: point the task at LAMA's data/ folder")
+        raise LamaDataError(f"{relations} not found")
     facts = []
     for rel in _jsonl(relations):
         path = Path(data_dir) / "TREx" / f"{rel['relation']}.jsonl"
@@ -80,7 +83,7 @@ def read_google_re(data_dir: Path, skipped: dict[str, int]) -> list[Fact]:
     for relation, template in GOOGLE_RE_TEMPLATES.items():
         path = Path(data_dir) / "Google_RE" / f"{relation}_test.jsonl"
         if not path.exists():
-            raise LamaDataError(f"{path} not found: point the task at LAMA's data/ folder")
+            raise LamaDataError(f"{path} not found")
         for row in _jsonl(path):
             if _judged_true(row):
                 facts.append(Fact(relation, row["sub_label"], row["obj_label"], template))

@@ -13,14 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from storage import layout
+from storage.errors import InputError
 from storage.tokens import PACKAGED, model_location
 
 
-class NoMLMHead(ValueError):
+class NoMLMHead(InputError, ValueError):
     """The checkpoint has no trained MLM head: a cloze score would measure a random head."""
 
+    fix = "evaluate a checkpoint with an MLM head on the cloze tasks"
 
-class CheckpointMissing(FileNotFoundError):
+
+class CheckpointMissing(InputError, FileNotFoundError):
     """A run checkpoint name without its hf/ export (pre-training has not produced it)."""
 
 
@@ -31,7 +34,7 @@ def resolve_checkpoint(name: str, run_dir: Path | None = None) -> str:
     if run_dir is not None and "/" not in name:  # never a folder of that name in the working directory
         export = layout.hf_export(run_dir, name)
         if not export.is_dir():
-            raise CheckpointMissing(f"no export at {export}: run `trelm pretrain` first")
+            raise CheckpointMissing(f"no export at {export}", fix="run `trelm pretrain` first")
         return str(export)
     return str(name)
 

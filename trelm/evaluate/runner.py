@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from storage.configio import device_name
+from storage.errors import InputError
 from trelm.evaluate.config import PROBE_TASKS, TASK_NAMES, EvaluateConfig
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ def parse_tasks(specs: list[str]) -> dict[str, Path | None]:
     for spec in specs:
         name, sep, path = spec.partition("=")
         if name not in TASK_NAMES or (not sep and name != "kg-probe"):
-            raise ValueError(f"bad --task {spec!r}: write NAME=PATH with NAME one of {', '.join(TASK_NAMES)}")
+            raise InputError(
+                f"bad --task {spec!r}", fix=f"write NAME=PATH with NAME one of {', '.join(TASK_NAMES)}"
+            )
         tasks[name] = Path(path) if sep else None
     return tasks
 

@@ -32,7 +32,8 @@ Things a consumer of the sample should know:
   `page_props` that is not in the KG;
 - `Module:Convert` has content model Scribunto, not wikitext.
 
-Run `python -m preprocessing.sample_data [OUT_DIR]` (default: `sample/` of the repository).
+Run `python sample/make_sample.py [OUT_DIR]` (default: this folder, `sample/`). A development tool beside
+the sample it makes, not part of the installed packages; it imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -56,8 +57,7 @@ PENDING_RUN_DATE = "20260320"
 PAGES_PER_STREAM = 10  # real dumps put 100 pages in a stream; 10 gives the sample several streams
 SPLIT_AT = 2000  # last page id of the first split file (real runs split at fixed page-id boundaries)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT_DIR = REPO_ROOT / "sample"
+DEFAULT_OUT_DIR = Path(__file__).resolve().parent
 SRC_DIR = DEFAULT_OUT_DIR / "src"
 
 EXPORT_NS = "http://www.mediawiki.org/xml/export-0.11/"
