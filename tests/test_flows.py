@@ -20,10 +20,10 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.config import load_config
 from flows.pipeline import trelm
-from flows.pretrain import pretrain_inputs
 from storage import code
 from storage.schemas import INSTANCES, MENTIONS, PAGES
 from storage.shards import MANIFEST, dataset_dir
+from trelm.provenance import pretrain_provenance
 
 SAMPLE_MIRROR = Path(__file__).resolve().parents[1] / "sample" / "mirror"
 STAGE_TASKS = (
@@ -173,7 +173,8 @@ def test_stages_cache_and_rerun_from_the_changed_stage(prefect_api, tiny_encoder
         # a module select imports edited (not select.py): select runs again, the stages before it stay
         # cached, and what reads select's output sees a new fingerprint
         _edit_copy_of_the_code(tmp_path / "code", "preprocessing/sequences.py", monkeypatch)
-        before_pretrain = pretrain_inputs(run_dir)
+        variant = cfg.pretrain.runs()[0]
+        before_pretrain = pretrain_provenance(variant, run_dir).fingerprint
         edited = trelm(config=cfg.model_copy(update={"select": select}), return_state=True)
         states = _task_states(edited)
         assert {name: states[name] for name in STAGE_TASKS[:-1]} == {
@@ -181,7 +182,7 @@ def test_stages_cache_and_rerun_from_the_changed_stage(prefect_api, tiny_encoder
         }
         assert states["select-instances"] == {"Completed"}
         assert _mtime(run_dir, MENTIONS) == stamps["mentions"]
-        assert pretrain_inputs(run_dir) != before_pretrain
+        assert pretrain_provenance(variant, run_dir).fingerprint != before_pretrain  # pretrain's key moves
 
         # an output deleted by hand: its cache entry is not trusted
         (dataset_dir(run_dir, PAGES) / MANIFEST).unlink()
