@@ -127,9 +127,9 @@ def inputs_for_run(dumps_dir: Path) -> IngestInputs:
 
 def inputs_for_file(dump: Path) -> IngestInputs:
     """The inputs of a single local file; a `page_props.sql.gz` of the same run beside it is used too."""
-    if not dump.exists():
+    if not dump.is_file():
         raise DumpFileError(
-            f"{dump}: no such file",
+            f"{dump}: {'a directory, not a file' if dump.is_dir() else 'no such file'}",
             fix="pass a pages-articles .xml or .xml.bz2, or an Enterprise HTML dump "
             "(*-ENTERPRISE-HTML.json.tar.gz), to --dump",
         )

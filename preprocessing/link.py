@@ -43,6 +43,7 @@ from storage.shards import (
     part_paths,
     read_manifest,
     read_part_info,
+    require_intact,
     stable_hash,
 )
 
@@ -97,7 +98,10 @@ def pages_parts(run_dir: Path) -> list[Path]:
 
 
 def prepare(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> Provenance:
-    """Build the dictionary if the local linker needs it, mark `mentions` incomplete; the provenance."""
+    """Build the dictionary if the local linker needs it, mark `mentions` incomplete; the provenance.
+    Damaged pages or redirects fail here, naming the parts, rather than in a worker."""
+    for dataset in (PAGES, REDIRECTS):
+        require_intact(run_dir, dataset, "ingest")
     if cfg.linker == "local":
         build_dictionary(cfg.tagme, run_dir, cfg.workers, cfg.duckdb_memory_limit, progress)
     provenance = link_provenance(cfg, run_dir)
