@@ -383,6 +383,8 @@ def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
 def _repl(conn, views: list[str]) -> None:
     import duckdb
 
+    from storage import duck
+
     interactive = sys.stdin.isatty()
     buffer = ""
     while True:
@@ -401,10 +403,10 @@ def _repl(conn, views: list[str]) -> None:
         if not buffer.endswith(";"):
             continue
         try:
-            result = conn.execute(buffer)
-            if result.description:
+            result = duck.run_statement(conn, buffer)
+            if result is not None and result.description:
                 _print_table([d[0] for d in result.description], result.fetchall())
-        except duckdb.Error as exc:
+        except (duckdb.Error, duck.QueryError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         buffer = ""
 
