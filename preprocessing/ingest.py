@@ -33,6 +33,7 @@ from preprocessing.parallel import process_pool
 from preprocessing.resolve import STAGED_PAGES, resolve_links
 from preprocessing.templates import RenderOptions
 from storage.code import module_code_version
+from storage.duck import MemoryLimit
 from storage.schemas import PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
@@ -62,7 +63,9 @@ class IngestConfig(BaseModel):
     rows_per_row_group: int = Field(
         512, ge=1, description="Articles per Parquet row group (bounds writer memory)."
     )
-    duckdb_memory_limit: str = Field("2GB", description="DuckDB memory limit for the link-resolution join.")
+    duckdb_memory_limit: MemoryLimit = Field(
+        "2GB", description="DuckDB memory limit for the link-resolution join."
+    )
     keep_staging: bool = Field(False, description="Keep the unresolved staged parts after a successful run.")
     html_part_mb: int = Field(
         256,

@@ -32,7 +32,7 @@ from preprocessing.parallel import process_pool
 from preprocessing.tagme import TagmeConfig
 from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeConfig, RemoteTagmeError
 from storage.code import module_code_version
-from storage.duck import dataset_files
+from storage.duck import MemoryLimit, dataset_files
 from storage.errors import RetryableError
 from storage.schemas import ANCHORS, KG_ENTITIES, LINK_TARGETS, MENTION, MENTIONS, PAGES, REDIRECTS
 from storage.shards import (
@@ -78,7 +78,7 @@ class LinkConfig(BaseModel):
     remote: RemoteTagmeConfig = Field(
         default_factory=RemoteTagmeConfig, description="The TAGME web API (linker: remote)."
     )
-    duckdb_memory_limit: str = Field(
+    duckdb_memory_limit: MemoryLimit = Field(
         "2GB", description="DuckDB memory limit for the dictionary merges and alignment."
     )
     max_error_fraction: float = Field(

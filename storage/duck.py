@@ -9,8 +9,10 @@ COPY, ATTACH, EXPORT or table writes a file inside it either."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import duckdb
+from pydantic import StringConstraints
 
 from storage import layout
 from storage.errors import InputError
@@ -22,6 +24,10 @@ class QueryError(InputError):
     """DuckDB refused a statement of `trelm sql`."""
 
 
+# a DuckDB memory limit as its settings take it ("2GB", "512MiB"): checked when the config loads
+MemoryLimit = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"(?i)^\d+(\.\d+)?\s*(b|[kmgt]i?b)$")
+]
 _QUERIES = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
 
 
