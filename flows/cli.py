@@ -126,7 +126,10 @@ def ingest(
     cfg = _config(config, set_, data_root, run, ingest={"workers": workers})
     if dump is None and cfg.download.date == "latest":
         cfg = _downloaded_run_config(cfg, layout)
-    manifest = stages.run_ingest(cfg, stages.run_dir_for(cfg, dump), dump)
+    stages.ingest_inputs(cfg, dump)  # a missing input fails before the run folder is made
+    run_dir = stages.run_dir_for(cfg, dump)
+    with stages.locked(cfg, run_dir):
+        manifest = stages.run_ingest(cfg, run_dir, dump)
     typer.echo(
         json.dumps(
             {"rows": manifest["rows"], "parts": len(manifest["parts"]), "stats": manifest["stats"]}, indent=2
@@ -151,7 +154,9 @@ def link(
 
     _setup_logging()
     cfg = _config(config, set_, data_root, run, link={"workers": workers, "linker": linker})
-    manifest = stages.run_link(cfg, layout.resolve_run(cfg.data_root, cfg.run))
+    run_dir = layout.resolve_run(cfg.data_root, cfg.run)
+    with stages.locked(cfg, run_dir):
+        manifest = stages.run_link(cfg, run_dir)
     typer.echo(
         json.dumps(
             {"rows": manifest["rows"], "parts": len(manifest["parts"]), "stats": manifest["stats"]}, indent=2
@@ -172,7 +177,9 @@ def select_cmd(
 
     _setup_logging()
     cfg = _config(config, set_, data_root, run)
-    manifest = stages.run_select(cfg, layout.resolve_run(cfg.data_root, cfg.run))
+    run_dir = layout.resolve_run(cfg.data_root, cfg.run)
+    with stages.locked(cfg, run_dir):
+        manifest = stages.run_select(cfg, run_dir)
     typer.echo(
         json.dumps({"rows": manifest["rows"], "stats": manifest["stats"], **manifest["select"]}, indent=2)
     )
@@ -193,6 +200,7 @@ def pretrain(
     max_steps: Annotated[int | None, typer.Option(help="Step budget (optimizer steps).")] = None,
 ) -> None:
     """Pre-train on the run's `instances` with DeepSpeed; resumes from the latest checkpoint."""
+    from flows import stages
     from storage import layout
     from trelm.launch import pretrain as run_pretrain
 
@@ -203,7 +211,8 @@ def pretrain(
     )
     run_dir = layout.resolve_run(cfg.data_root, cfg.run)
     runs = [p.model_copy(update={"train": train}) for p in cfg.pretrain.runs()]
-    results = [run_pretrain(p, run_dir, cfg.progress) for p in runs]
+    with stages.locked(cfg, run_dir):
+        results = [run_pretrain(p, run_dir, cfg.progress) for p in runs]
     typer.echo(json.dumps(results, indent=2))
 
 
@@ -225,6 +234,9 @@ def evaluate(
 ) -> None:
     """Evaluate checkpoints (LAMA, KG probe, Open Entity, TACRED, GLUE); without --checkpoint, the run's
     checkpoints, with the report written to {run}/eval/ and the `eval_results` dataset."""
+    from contextlib import nullcontext
+
+    from flows import stages
     from storage import layout
     from trelm.evaluate.runner import evaluate_run, parse_tasks
 
@@ -233,7 +245,8 @@ def evaluate(
     tasks = parse_tasks(task) if task else cfg.evaluate.tasks
     run_dir = _evaluated_run(layout, cfg, required=not checkpoint)
     settings = cfg.evaluate.model_copy(update={"tasks": tasks})
-    results, report = evaluate_run(settings, run_dir, checkpoint, write=not checkpoint)
+    with stages.locked(cfg, run_dir) if run_dir is not None else nullcontext():
+        results, report = evaluate_run(settings, run_dir, checkpoint, write=not checkpoint)
     if as_json:
         payload = results[0] if checkpoint and len(results) == 1 else {"checkpoints": results}
         typer.echo(json.dumps(payload, indent=2, default=str))
@@ -270,6 +283,53 @@ def _downloaded_run_config(cfg, layout):
             f"nothing downloaded under {wiki_dir}", fix="run `trelm download` first, or pass --dump FILE"
         )
     return cfg.model_copy(update={"download": cfg.download.model_copy(update={"date": dates[-1]})})
+
+
+# the stage whose next run rebuilds a dataset's damaged parts (select: the others)
+_REBUILT_BY = {
+    **dict.fromkeys(["pages", "redirects"], "ingest"),
+    **dict.fromkeys(
+        ["mentions", "anchors", "link_targets", "kg_entities", "kg_relations", "kg_triples"], "link"
+    ),
+    "eval_results": "evaluate",
+}
+
+
+@app.command()
+def verify(
+    full: Annotated[bool, typer.Option("--full", help="Also compare every part's sha256.")] = False,
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+) -> None:
+    """Check every dataset of the run against its manifest (part sizes, footers, rows; --full: checksums).
+    Damaged parts are taken back, so that the next run of their stage rebuilds exactly them."""
+    from flows import ops, stages
+    from storage import layout, shards
+
+    cfg = _config(config, set_, data_root, run)
+    run_dir = layout.resolve_run(cfg.data_root, cfg.run)
+    with stages.locked(cfg, run_dir):
+        results = shards.verify_run(run_dir, full)
+        damaged = {name: problems for name, problems in results.items() if problems}
+        for name, problems in results.items():
+            typer.echo(f"{name}: {_verdict(problems)}")
+        for name, problems in damaged.items():
+            shards.reopen_damaged(run_dir, shards.DATASETS[name], problems)
+    if damaged:
+        stages_to_run = {_REBUILT_BY.get(name, "select") for name in damaged}
+        redo = [stage for stage in ops.STAGES if stage in stages_to_run]
+        raise shards.DamagedDatasetError(
+            f"damaged datasets in {run_dir}: {', '.join(damaged)}; their damaged parts were taken back",
+            fix=f"run `trelm run` (or `trelm {' then trelm '.join(redo)}`): it rebuilds those parts only",
+        )
+
+
+def _verdict(problems) -> str:
+    if problems is None:
+        return "not complete (skipped)"
+    return "damaged: " + "; ".join(map(str, problems)) if problems else "ok"
 
 
 @app.command()
@@ -323,6 +383,8 @@ def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
 def _repl(conn, views: list[str]) -> None:
     import duckdb
 
+    from storage import duck
+
     interactive = sys.stdin.isatty()
     buffer = ""
     while True:
@@ -341,10 +403,10 @@ def _repl(conn, views: list[str]) -> None:
         if not buffer.endswith(";"):
             continue
         try:
-            result = conn.execute(buffer)
-            if result.description:
+            result = duck.run_statement(conn, buffer)
+            if result is not None and result.description:
                 _print_table([d[0] for d in result.description], result.fetchall())
-        except duckdb.Error as exc:
+        except (duckdb.Error, duck.QueryError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         buffer = ""
 

@@ -37,14 +37,15 @@ def write_report_task(config: PipelineConfig, run_dir: Path, results: list[dict]
 def evaluate_flow(config: PipelineConfig) -> dict:
     """Evaluate the run's checkpoints on the configured tasks; write report.{json,md} and `eval_results`."""
     run_dir = stages.run_dir_for(config)
-    # one after another: each evaluation already uses every core (or the GPU)
-    results = [evaluate_checkpoint_task(name, config, run_dir) for name in config.evaluate.checkpoints]
-    report = write_report_task(config, run_dir, results)
-    from trelm.evaluate.report import comparison_rows
+    with stages.locked(config, run_dir):
+        # one after another: each evaluation already uses every core (or the GPU)
+        results = [evaluate_checkpoint_task(name, config, run_dir) for name in config.evaluate.checkpoints]
+        report = write_report_task(config, run_dir, results)
+        from trelm.evaluate.report import comparison_rows
 
-    create_table_artifact(
-        key="eval-report", table=comparison_rows(results), description=f"Evaluation of {run_dir.name}"
-    )
-    create_markdown_artifact(key="eval-report-md", markdown=Path(report).read_text())
-    get_run_logger().info("evaluation report: %s\n%s", report, Path(report).read_text())
-    return {"report": report, "checkpoints": results}
+        create_table_artifact(
+            key="eval-report", table=comparison_rows(results), description=f"Evaluation of {run_dir.name}"
+        )
+        create_markdown_artifact(key="eval-report-md", markdown=Path(report).read_text())
+        get_run_logger().info("evaluation report: %s\n%s", report, Path(report).read_text())
+        return {"report": report, "checkpoints": results}

@@ -5,8 +5,10 @@
   tests can stop before slow stages); `task_runner` picks where the per-part tasks run: threads (the
   default), a local Dask cluster, a Dask scheduler address or a Ray address. Dask and Ray are
   optional extras, imported only when chosen.
-- **Run lock.** A run of the `trelm` flow holds an exclusive OS file lock (`filelock`, i.e.
-  `flock`) on `{run_dir}/.run.lock` while it works on the folder. The kernel drops it when the
+- **Run lock.** Whatever writes a run folder (the `trelm` flow, a stage flow, every stage command of
+  the CLI, `trelm verify`) holds an exclusive OS file lock (`filelock`, i.e. `flock`) on
+  `{run_dir}/.run.lock` while it works on the folder; within one process the lock is re-entrant (the
+  `trelm` flow's stage subflows take it again). The kernel drops it when the
   holder dies, so a killed worker never leaves a stale lock behind; `.run-holder.json` beside it
   names the holder (host, pid, flow run) for the message the second run gets when it gives up.
 - **Retries.** A task with retries retries a `RetryableError` only (`retry_transient`): an input error
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,9 +164,46 @@ def lock_holder(flow_run: str | None = None) -> dict:
     return {**holder, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+_held: dict[Path, int] = {}  # run folders this process holds, with how many holders inside it
+_held_lock = threading.Lock()
+
+
+def _enter_held(run_dir: Path) -> bool:
+    """Count one more holder if this process already holds `run_dir`'s lock."""
+    with _held_lock:
+        if run_dir in _held:
+            _held[run_dir] += 1
+            return True
+        return False
+
+
+def _leave_held(run_dir: Path) -> bool:
+    """One holder less; True when it was the last one (the lock is to be released)."""
+    with _held_lock:
+        _held[run_dir] -= 1
+        if _held[run_dir]:
+            return False
+        del _held[run_dir]
+        return True
+
+
 @contextmanager
 def run_lock(run_dir: Path, timeout_s: float, holder: dict) -> Iterator[None]:
-    """Hold the run folder exclusively; wait up to `timeout_s` (-1: for ever) for another holder."""
+    """Hold the run folder exclusively; wait up to `timeout_s` (-1: for ever) for another holder.
+    Re-entrant within a process: an inner holder (a stage flow inside `trelm`) goes straight in."""
+    run_dir = Path(run_dir).resolve()
+    if _enter_held(run_dir):
+        try:
+            yield
+        finally:
+            _leave_held(run_dir)
+        return
+    with _exclusive(run_dir, timeout_s, holder):
+        yield
+
+
+@contextmanager
+def _exclusive(run_dir: Path, timeout_s: float, holder: dict) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(run_dir / LOCK_NAME, timeout=timeout_s, thread_local=False)
     try:
@@ -174,12 +214,15 @@ def run_lock(run_dir: Path, timeout_s: float, holder: dict) -> Iterator[None]:
             f"{timeout_s:g}s (orchestration.lock_timeout_s)",
             fix="wait for that run to finish, or cancel it",
         ) from None
+    with _held_lock:
+        _held[run_dir] = 1
     try:
         atomic_write_bytes(run_dir / HOLDER_NAME, json.dumps(holder).encode())
         yield
     finally:
-        (run_dir / HOLDER_NAME).unlink(missing_ok=True)
-        lock.release()
+        if _leave_held(run_dir):
+            (run_dir / HOLDER_NAME).unlink(missing_ok=True)
+            lock.release()
 
 
 # ----------------------------------------------------------------------------- the completion record

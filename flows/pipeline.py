@@ -22,12 +22,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from prefect.utilities.annotations import unmapped
 
 from flows import ops, report, stages
-from flows.config import PipelineConfig, load_config, save_config
+from flows.config import PipelineConfig, load_config
 from flows.evaluate import evaluate_flow
 from flows.pretrain import pretrain_flow
 from preprocessing import link as link_stage
@@ -37,7 +36,7 @@ from preprocessing.select import select_provenance
 from storage import layout
 from storage.code import code_version, module_code_version
 from storage.schemas import INSTANCES, KG_ENTITIES, MENTIONS, PAGES
-from storage.shards import PartInfo, Provenance, dataset_dir, is_complete, read_manifest
+from storage.shards import PartInfo, Provenance, dataset_dir, is_complete, is_intact, read_manifest
 
 _GLUE = (Path(__file__), Path(stages.__file__))  # the flow code around the stage calls
 DATA_ROOT_ENV = "TRELM_DATA_ROOT"
@@ -116,9 +115,10 @@ def ingest_task(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) ->
 def ingest_flow(config: PipelineConfig, dump: Path | None = None) -> dict:
     """Extract `pages` and `redirects` shards from the downloaded run (or a local file)."""
     run_dir = stages.run_dir_for(config, dump)
-    fresh = not is_complete(run_dir, PAGES)
-    task = ingest_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh)
-    return task(config, run_dir, dump)
+    with stages.locked(config, run_dir):
+        fresh = not is_intact(run_dir, PAGES)  # a damaged output is not a result to cache
+        task = ingest_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh)
+        return task(config, run_dir, dump)
 
 
 # ----------------------------------------------------------------------------- link
@@ -167,27 +167,32 @@ def link_part_task(cfg: PipelineConfig, run_dir: Path, part: Path, provenance: P
 
 
 def _kg_done(cfg: PipelineConfig, run_dir: Path) -> bool:
-    return cfg.kg.path is None or is_complete(run_dir, KG_ENTITIES)
+    return cfg.kg.path is None or is_intact(run_dir, KG_ENTITIES)
 
 
 @flow(name="link")
 def link_flow(config: PipelineConfig) -> dict:
     """Load the KG, build the anchor dictionary, link every pages part (mapped tasks), write `mentions`."""
     run_dir = stages.run_dir_for(config)
-    save_config(config, run_dir / layout.RUN_CONFIG)
-    results = stages.results_dir(config)
-    fresh = not is_complete(run_dir, MENTIONS)
-    kg_task.with_options(result_storage=results, refresh_cache=not _kg_done(config, run_dir))(config, run_dir)
-    provenance = dictionary_task.with_options(result_storage=results, refresh_cache=fresh)(config, run_dir)
-    parts = link_stage.pages_parts(run_dir)
-    futures = link_part_task.with_options(result_storage=results, refresh_cache=fresh).map(
-        unmapped(config), unmapped(run_dir), parts, unmapped(provenance)
-    )
-    done = report.results_with_progress(futures, "link")
-    link_stage.shutdown_pool()
-    if is_complete(run_dir, MENTIONS, provenance.fingerprint):  # every part came from before: keep it
-        return read_manifest(run_dir, MENTIONS)
-    return link_stage.finalize(config.link, run_dir, provenance, done)
+    with stages.locked(config, run_dir):
+        stages.save_run_config(config, run_dir)
+        results = stages.results_dir(config)
+        fresh = not is_intact(run_dir, MENTIONS)
+        kg_task.with_options(result_storage=results, refresh_cache=not _kg_done(config, run_dir))(
+            config, run_dir
+        )
+        provenance = dictionary_task.with_options(result_storage=results, refresh_cache=fresh)(
+            config, run_dir
+        )
+        parts = link_stage.pages_parts(run_dir)
+        futures = link_part_task.with_options(result_storage=results, refresh_cache=fresh).map(
+            unmapped(config), unmapped(run_dir), parts, unmapped(provenance)
+        )
+        done = report.results_with_progress(futures, "link")
+        link_stage.shutdown_pool()
+        if is_complete(run_dir, MENTIONS, provenance.fingerprint):  # every part came from before: keep it
+            return read_manifest(run_dir, MENTIONS)
+        return link_stage.finalize(config.link, run_dir, provenance, done)
 
 
 # ----------------------------------------------------------------------------- select
@@ -209,13 +214,16 @@ def select_task(cfg: PipelineConfig, run_dir: Path) -> dict:
 def select_flow(config: PipelineConfig) -> dict:
     """Sequences, SI scores, important entities with their KG triples, `instances` and embeddings."""
     run_dir = stages.run_dir_for(config)
-    fresh = not is_complete(run_dir, INSTANCES)
-    future = select_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh).submit(
-        config, run_dir
-    )
-    # one instances part per pages part: their count on disk is the stage's progress
-    written = report.count_files(dataset_dir(run_dir, INSTANCES), "part-*.parquet")
-    return report.result_with_progress(future, "select", written, len(read_manifest(run_dir, PAGES)["parts"]))
+    with stages.locked(config, run_dir):
+        fresh = not is_intact(run_dir, INSTANCES)
+        future = select_task.with_options(
+            result_storage=stages.results_dir(config), refresh_cache=fresh
+        ).submit(config, run_dir)
+        # one instances part per pages part: their count on disk is the stage's progress
+        written = report.count_files(dataset_dir(run_dir, INSTANCES), "part-*.parquet")
+        return report.result_with_progress(
+            future, "select", written, len(read_manifest(run_dir, PAGES)["parts"])
+        )
 
 
 # ----------------------------------------------------------------------------- the whole pipeline
@@ -287,7 +295,7 @@ def trelm(
     """
     cfg = resolve_date_task(config or flow_config(preset, overrides or []))
     run_dir = stages.run_dir_for(cfg)
-    with ops.run_lock(run_dir, cfg.orchestration.lock_timeout_s, ops.lock_holder(flow_run.get_id())):
+    with stages.locked(cfg, run_dir):
         record = None if cfg.orchestration.force else ops.completed_run(run_dir, cfg)
         if record is not None:
             return _nothing_new(run_dir, record)

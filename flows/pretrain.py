@@ -45,19 +45,20 @@ def exported(run_dir: Path, run: PretrainConfig) -> bool:
 def pretrain_flow(config: PipelineConfig) -> dict:
     """Pre-train each variant on `instances`; resumes a killed run from its latest checkpoint."""
     run_dir = stages.run_dir_for(config)
-    results = {}
-    for run in config.pretrain.runs():
-        task_call = pretrain_task.with_options(
-            result_storage=stages.results_dir(config), refresh_cache=not exported(run_dir, run)
+    with stages.locked(config, run_dir):
+        results = {}
+        for run in config.pretrain.runs():
+            task_call = pretrain_task.with_options(
+                result_storage=stages.results_dir(config), refresh_cache=not exported(run_dir, run)
+            )
+            results[run.checkpoint_name] = task_call(run, run_dir, config.progress)
+            get_run_logger().info("pretrained %s: %s", run.checkpoint_name, results[run.checkpoint_name])
+        create_table_artifact(
+            key="pretrain-summary",
+            table=[_summary_row(run_dir, name, result) for name, result in results.items()],
+            description="Pre-training runs: steps, final losses, checkpoint and HF export.",
         )
-        results[run.checkpoint_name] = task_call(run, run_dir, config.progress)
-        get_run_logger().info("pretrained %s: %s", run.checkpoint_name, results[run.checkpoint_name])
-    create_table_artifact(
-        key="pretrain-summary",
-        table=[_summary_row(run_dir, name, result) for name, result in results.items()],
-        description="Pre-training runs: steps, final losses, checkpoint and HF export.",
-    )
-    return {"checkpoints": results, "stats": {name: r["steps"] for name, r in results.items()}}
+        return {"checkpoints": results, "stats": {name: r["steps"] for name, r in results.items()}}
 
 
 def _summary_row(run_dir: Path, name: str, result: dict) -> dict:

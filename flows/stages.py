@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.config import PipelineConfig, save_config
+from flows import ops
+from flows.config import PipelineConfig, load_config, save_config
 from preprocessing import dumpfiles
 from preprocessing.download import DownloadReport, download_run, resolve_date
 from preprocessing.ingest import IngestInputs, ingest, inputs_for_file, inputs_for_run, pages_read
@@ -34,6 +35,23 @@ def run_dir_for(cfg: PipelineConfig, dump: Path | None = None) -> Path:
     return layout.run_dir(cfg.data_root, name)
 
 
+def locked(cfg: PipelineConfig, run_dir: Path):
+    """The run folder's lock, for whatever writes it (every stage command and flow, `trelm verify`):
+    one writer at a time; a second waits `orchestration.lock_timeout_s`, then fails naming the holder."""
+    from prefect.runtime import flow_run  # lazy: the CLI's stage commands need no Prefect
+
+    return ops.run_lock(run_dir, cfg.orchestration.lock_timeout_s, ops.lock_holder(flow_run.get_id()))
+
+
+def save_run_config(cfg: PipelineConfig, run_dir: Path) -> None:
+    """The resolved config beside the outputs. A stage command given no date (`date: latest`, the
+    newest run) keeps the download section the run folder has, so that the run stays resumable."""
+    path = run_dir / layout.RUN_CONFIG
+    if cfg.download.date == "latest" and path.exists():
+        cfg = cfg.model_copy(update={"download": load_config(str(path)).download})
+    save_config(cfg, path)
+
+
 def download(cfg: PipelineConfig) -> DownloadReport:
     """Fetch the (resolved) dump run into `{data_root}/dumps/{wiki}/{date}`."""
     return download_run(cfg.download, layout.dumps_root(cfg.data_root), progress=cfg.progress)
@@ -55,9 +73,11 @@ def ingest_inputs(cfg: PipelineConfig, dump: Path | None) -> IngestInputs:
 
 
 def run_ingest(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> dict:
-    """Ingest into `run_dir`, saving the resolved config beside the outputs first."""
-    save_config(cfg, run_dir / layout.RUN_CONFIG)
-    manifest = ingest(cfg.ingest, ingest_inputs(cfg, dump), run_dir, progress=cfg.progress)
+    """Ingest into `run_dir`, saving the resolved config beside the outputs first (once the input is
+    known to exist: a missing one leaves no run folder behind)."""
+    inputs = ingest_inputs(cfg, dump)
+    save_run_config(cfg, run_dir)
+    manifest = ingest(cfg.ingest, inputs, run_dir, progress=cfg.progress)
     return {**manifest, "rows_in": pages_read(manifest)}
 
 
@@ -81,12 +101,12 @@ def run_kg(cfg: PipelineConfig, run_dir: Path) -> dict | None:
 
 def run_link(cfg: PipelineConfig, run_dir: Path) -> dict:
     """KG (if configured), anchor dictionary, then every pages part -> mentions."""
-    save_config(cfg, run_dir / layout.RUN_CONFIG)
+    save_run_config(cfg, run_dir)
     run_kg(cfg, run_dir)
     return link(cfg.link, run_dir, progress=cfg.progress)
 
 
 def run_select(cfg: PipelineConfig, run_dir: Path) -> dict:
     """Important entities by SI, their KG knowledge, and the `instances` shards."""
-    save_config(cfg, run_dir / layout.RUN_CONFIG)
+    save_run_config(cfg, run_dir)
     return select(cfg.select, run_dir, progress=cfg.progress)

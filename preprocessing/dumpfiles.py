@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -27,20 +28,32 @@ _MULTISTREAM_RE = re.compile(
 _RUN_NAME_RE = re.compile(r"^(?P<wiki>[a-z0-9_]+wiki[a-z]*)-(?P<date>\d{8}|latest)-")
 # enwiki-NS0-20240601-ENTERPRISE-HTML.json.tar.gz (Wikimedia Enterprise HTML dumps)
 _ENTERPRISE_NAME_RE = re.compile(r"^(?P<wiki>[a-z0-9_]+wiki[a-z]*)-NS\d+-(?P<date>\d{8})-ENTERPRISE-HTML")
+_OPEN, _CLOSE = "<mediawiki", b"</mediawiki>"
 
 
 class DumpFileError(InputError, ValueError):
-    """A dump file that cannot be read (missing, truncated, not a pages-articles export); ingest records
-    one whose stream breaks off and keeps the pages read before it."""
+    """A dump file that cannot be read (missing, empty, truncated, not a pages-articles export).
+
+    `lost` counts what a damaged file lost, by reason (`pages_dropped_truncated`,
+    `bytes_dropped_corrupt`, ...): ingest adds it to the part's stats and fails the stage when the loss
+    passes `ingest.max_lost_fraction`."""
+
+    fix = "fetch the file again (`trelm download` verifies the published sums)"
+
+    def __init__(self, message: str, *, fix: str | None = None, lost: dict[str, int] | None = None):
+        super().__init__(message, fix=fix)
+        self.lost = dict(lost or {})
 
 
 @dataclass(frozen=True)
 class StreamRange:
-    """Bytes [start, end) of one file; `end` None means up to the end of the file."""
+    """Bytes [start, end) of one file holding `pages` pages (by the index); `end` None means up to the
+    end of the file (the last stream, which must close the XML)."""
 
     path: Path
     start: int
     end: int | None
+    pages: int = 0
 
 
 def run_name_for(dump: Path) -> str:
@@ -97,28 +110,45 @@ def read_index(index: Path) -> list[tuple[int, int]]:
 
 def stream_ranges(dump: Path, index: Path) -> list[tuple[StreamRange, int]]:
     """Each indexed stream's byte range and page count; the last range runs to the end of the file
-    (it takes the closing `</mediawiki>` stream along)."""
+    (it takes the closing `</mediawiki>` stream along). An empty index is an error."""
     streams = read_index(index)
+    if not streams:
+        raise DumpFileError(f"{index}: the multistream index lists no stream")
     ends: list[int | None] = [off for off, _ in streams[1:]] + [None]
-    return [(StreamRange(dump, off, end), n) for (off, n), end in zip(streams, ends, strict=True)]
+    return [(StreamRange(dump, off, end, n), n) for (off, n), end in zip(streams, ends, strict=True)]
+
+
+def _stream_error(rng: StreamRange, reason: str, what: str) -> DumpFileError:
+    """A lost stream: its file, offset and why, with the stream and its pages counted by reason."""
+    return DumpFileError(
+        f"{rng.path}: the bz2 stream at byte offset {rng.start} {what}",
+        lost={f"streams_dropped_{reason}": 1, f"pages_dropped_{reason}": rng.pages},
+    )
 
 
 def read_stream(rng: StreamRange) -> bytes:
-    """Decompress one stream range; truncation or corruption names the file and the offset."""
+    """Decompress one stream range. A range that lies past the end of the file, a short one, one that
+    does not decompress, and a last one that does not close the XML each raise with file and offset."""
     with open(rng.path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
         f.seek(rng.start)
         data = f.read() if rng.end is None else f.read(rng.end - rng.start)
+    if rng.start >= size:
+        raise _stream_error(rng, "truncated", f"lies past the end of the file ({size} bytes): truncated")
+    if rng.end is not None and len(data) < rng.end - rng.start:
+        raise _stream_error(rng, "truncated", f"is cut by the end of the file ({size} bytes): truncated")
     try:
-        return bz2.decompress(data)
+        xml = bz2.decompress(data)
     except (ValueError, OSError, EOFError) as exc:
-        raise DumpFileError(
-            f"{rng.path}: the bz2 stream at byte offset {rng.start} is truncated or corrupt ({exc})",
-            fix="download the file again (`trelm download` verifies sums)",
-        ) from exc
+        raise _stream_error(rng, "corrupt", f"is truncated or corrupt ({exc})") from exc
+    if rng.end is None and _CLOSE not in xml[-4096:]:
+        raise _stream_error(rng, "truncated", f"ends the file without {_CLOSE.decode()}: truncated")
+    return xml
 
 
-def split_pages(xml: str) -> Iterator[str]:
-    """The `<page>...</page>` elements of a decompressed chunk, as strings."""
+def split_pages(xml: str, unclosed: list[int] | None = None) -> Iterator[str]:
+    """The `<page>...</page>` elements of a decompressed chunk, as strings. A `<page>` whose
+    `</page>` is missing (another `<page>` comes first) is left out, its offset put in `unclosed`."""
     pos = 0
     while True:
         start = xml.find("<page>", pos)
@@ -127,30 +157,76 @@ def split_pages(xml: str) -> Iterator[str]:
         end = xml.find("</page>", start)
         if end < 0:
             return
+        following = xml.find("<page>", start + 1, end)
+        if following >= 0:
+            if unclosed is not None:
+                unclosed.append(start)
+            pos = following
+            continue
         pos = end + len("</page>")
         yield xml[start:pos]
 
 
-def iter_page_xml(dump: Path, read_bytes: int = 1 << 20) -> Iterator[str]:
-    """Stream a pages-articles file (.xml or .xml.bz2, multistream or not) in one pass, page by page."""
+def iter_page_xml(
+    dump: Path, read_bytes: int = 1 << 20, lost: Counter | None = None, errors: list[str] | None = None
+) -> Iterator[str]:
+    """Stream a pages-articles file (.xml or .xml.bz2, multistream or not) in one pass, page by page.
+
+    The file must open and close a MediaWiki export: an empty or foreign file, and a cut or damaged one,
+    raise DumpFileError naming the offset, with what was lost counted; `lost` counts on the way the
+    pages left out for a missing `</page>` (`pages_dropped_unclosed`), `errors` says where."""
+    size = dump.stat().st_size
+    if size == 0:
+        raise DumpFileError(f"{dump}: the file is empty")
     # an incremental decoder, so a multi-byte character cut by a read boundary is not replaced
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    carry, head = "", ""
     with open(dump, "rb") as raw, bz2.open(raw, "rb") if dump.suffix == ".bz2" else nullcontext(raw) as f:
-        carry = ""
-        while True:
-            try:
-                chunk = f.read1(read_bytes)  # read1: a cut loses only the last step, not the whole read
-            except (EOFError, OSError, ValueError) as exc:
-                raise DumpFileError(
-                    f"{dump}: compressed data is truncated or corrupt near byte offset {raw.tell()} ({exc})",
-                    fix="fetch the file again",
-                ) from exc
-            if not chunk:
-                return
-            carry += decoder.decode(chunk)
+        while chunk := _read_chunk(dump, f, raw, size, read_bytes):
+            text = decoder.decode(chunk)
+            carry += text
+            if len(head) < 1024:
+                head = _check_export(dump, (head + text)[:1024], final=False)
             cut = carry.rfind("</page>")
             if cut < 0:
                 continue
             cut += len("</page>")
-            yield from split_pages(carry[:cut])
+            unclosed: list[int] = []
+            yield from split_pages(carry[:cut], unclosed)
+            if lost is not None and errors is not None and unclosed:
+                lost["pages_dropped_unclosed"] += len(unclosed)
+                errors.append(f"{dump}: {len(unclosed)} <page> without </page> before offset {raw.tell()}")
             carry = carry[cut:]
+    _check_export(dump, head, final=True)
+    _check_closed(dump, carry, size)
+
+
+def _read_chunk(dump: Path, f, raw, size: int, read_bytes: int) -> bytes:
+    try:
+        return f.read1(read_bytes)  # read1: a cut loses only the last step, not the whole read
+    except (EOFError, OSError, ValueError) as exc:
+        near = raw.tell()
+        raise DumpFileError(
+            f"{dump}: compressed data is truncated or corrupt near byte offset {near} ({exc})",
+            lost={"pages_dropped_truncated": 1, "bytes_dropped_corrupt": size - near},
+        ) from exc
+
+
+def _check_export(dump: Path, head: str, final: bool) -> str:
+    """`head` (the file's first characters) once it is long enough to hold `<mediawiki`."""
+    if (final or len(head) >= 1024) and _OPEN not in head:
+        raise DumpFileError(
+            f"{dump}: not a MediaWiki XML export (no <mediawiki> element at the start)",
+            fix="pass a pages-articles .xml or .xml.bz2 file, or fetch it again",
+        )
+    return head
+
+
+def _check_closed(dump: Path, rest: str, size: int) -> None:
+    """The text after the last `</page>` must close the export; a page begun there was cut."""
+    if _CLOSE.decode() in rest:
+        return
+    raise DumpFileError(
+        f"{dump}: the XML ends at byte offset {size} without </mediawiki>: truncated",
+        lost={"pages_dropped_truncated": 1},  # the page cut, or at least one after the last whole page
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from preprocessing.parallel import process_pool
 from preprocessing.resolve import STAGED_PAGES, resolve_links
 from preprocessing.templates import RenderOptions
 from storage.code import module_code_version
+from storage.duck import MemoryLimit
 from storage.schemas import PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
@@ -61,13 +63,24 @@ class IngestConfig(BaseModel):
     rows_per_row_group: int = Field(
         512, ge=1, description="Articles per Parquet row group (bounds writer memory)."
     )
-    duckdb_memory_limit: str = Field("2GB", description="DuckDB memory limit for the link-resolution join.")
+    duckdb_memory_limit: MemoryLimit = Field(
+        "2GB", description="DuckDB memory limit for the link-resolution join."
+    )
     keep_staging: bool = Field(False, description="Keep the unresolved staged parts after a successful run.")
     html_part_mb: int = Field(
         256,
         ge=1,
         description="Enterprise HTML dumps: a part also ends after this many MB of article JSON (an "
         "article's HTML is several times its wikitext, and a worker holds its part in memory).",
+    )
+    max_lost_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Largest share of the input that damage may lose before ingest fails: pages of "
+        "streams that are cut or corrupt (counted by the index), pages cut or left without </page>, "
+        "and, read in one pass, the bytes after a corrupt spot. 0: any damage fails the stage; what is "
+        "allowed is counted by reason in the pages manifest.",
     )
     convert_output: bool = Field(
         False,
@@ -101,6 +114,7 @@ class ExtractJob:
     ranges: tuple[StreamRange, ...] = ()
     pages: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    lost: tuple[tuple[str, int], ...] = ()  # losses the planner met (one-pass reading), by reason
     html: bool = False  # `pages` are Enterprise HTML dump lines (JSON), not page XML
     render: RenderOptions = RenderOptions()
 
@@ -116,9 +130,9 @@ def inputs_for_run(dumps_dir: Path) -> IngestInputs:
 
 def inputs_for_file(dump: Path) -> IngestInputs:
     """The inputs of a single local file; a `page_props.sql.gz` of the same run beside it is used too."""
-    if not dump.exists():
+    if not dump.is_file():
         raise DumpFileError(
-            f"{dump}: no such file",
+            f"{dump}: {'a directory, not a file' if dump.is_dir() else 'no such file'}",
             fix="pass a pages-articles .xml or .xml.bz2, or an Enterprise HTML dump "
             "(*-ENTERPRISE-HTML.json.tar.gz), to --dump",
         )
@@ -140,12 +154,12 @@ def ingest_provenance(cfg: IngestConfig, inputs: IngestInputs) -> Provenance:
 
 def pages_read(manifest: dict) -> int:
     """Pages read from the dump: the articles kept, the redirects, and every page skipped by reason."""
-    stats = manifest["stats"]
-    return (
-        manifest["rows"]
-        + stats.get("redirects", 0)
-        + sum(v for k, v in stats.items() if k.startswith("skipped"))
-    )
+    return manifest["rows"] + _not_articles(manifest["stats"])
+
+
+def _not_articles(stats) -> int:
+    """Pages read that are no article: the redirects and every page skipped by reason."""
+    return stats.get("redirects", 0) + sum(v for k, v in stats.items() if k.startswith("skipped"))
 
 
 def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: bool = True) -> dict:
@@ -156,12 +170,44 @@ def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: boo
     ):
         return read_manifest(run_dir, PAGES)  # same inputs, config and code: nothing to do
     staged = _extract(cfg, inputs, run_dir, provenance, progress)
+    check_losses(cfg, inputs, staged)
     redirect_parts = [_redirects_part(run_dir, p) for p in staged]
     pages_manifest = resolve_links(cfg, inputs, run_dir, provenance, staged, progress)
     ShardWriter(run_dir, REDIRECTS, provenance).finalize(redirect_parts)
     if not cfg.keep_staging:
         shutil.rmtree(dataset_dir(run_dir, STAGED_PAGES).parent, ignore_errors=True)
     return pages_manifest
+
+
+class DumpLossError(DumpFileError):
+    """Damage lost more of the input than `ingest.max_lost_fraction` allows; nothing was sealed."""
+
+
+def _lost_pages(stats: Counter) -> int:
+    return sum(v for k, v in stats.items() if k.startswith("pages_dropped"))
+
+
+def check_losses(cfg: IngestConfig, inputs: IngestInputs, staged: list[PartInfo]) -> None:
+    """Fail before anything is sealed when the input is empty or damage lost more than allowed."""
+    stats: Counter = Counter()
+    for part in staged:
+        stats.update(part.stats)
+    read = stats["articles"] + _not_articles(stats)
+    names = ", ".join(str(d) for d in inputs.dumps)
+    if read == 0 and not _lost_pages(stats):
+        raise DumpFileError(f"{names}: no page in the input", fix="pass a pages-articles dump that has pages")
+    in_bytes = sum(d.stat().st_size for d in inputs.dumps)
+    lost_bytes = sum(v for k, v in stats.items() if k.startswith("bytes_dropped"))
+    fraction = max(_lost_pages(stats) / (read + _lost_pages(stats)), lost_bytes / max(1, in_bytes))
+    if fraction <= cfg.max_lost_fraction:
+        return
+    first = next(e for part in staged for e in part.errors)
+    raise DumpLossError(
+        f"damaged input: {_lost_pages(stats)} pages and {lost_bytes} bytes lost ({fraction:.1%}, over "
+        f"ingest.max_lost_fraction={cfg.max_lost_fraction:g}); first: {first}",
+        fix="fetch the file again (`trelm download` verifies the published sums), or accept the loss with "
+        "--set ingest.max_lost_fraction=F (it is then counted by reason in the pages manifest)",
+    )
 
 
 # ---------------------------------------------------------------- phase 1: extract
@@ -206,7 +252,7 @@ def _plan_jobs(
             groups = _one_pass_groups(dump, cfg, htmldump.iter_article_lines(dump), cfg.html_part_mb)
         else:
             groups = _indexed_groups(dump, index, cfg) if index else _one_pass_groups(dump, cfg)
-        for key, ranges, pages, errors in groups:
+        for key, ranges, pages, errors, lost in groups:
             yield ExtractJob(
                 next_index,
                 run_dir,
@@ -216,6 +262,7 @@ def _plan_jobs(
                 ranges,
                 pages,
                 errors,
+                tuple(sorted(lost.items())),
                 html,
                 render,
             )
@@ -230,18 +277,21 @@ def _indexed_groups(dump: Path, index: Path, cfg: IngestConfig):
         group.append(rng)
         pages += n_pages
         if pages >= cfg.pages_per_part:
-            yield [(r.start, r.end) for r in group], tuple(group), (), ()
+            yield [(r.start, r.end) for r in group], tuple(group), (), (), {}
             group, pages = [], 0
     if group:
-        yield [(r.start, r.end) for r in group], tuple(group), (), ()
+        yield [(r.start, r.end) for r in group], tuple(group), (), (), {}
 
 
 def _one_pass_groups(dump: Path, cfg: IngestConfig, pages: Iterator[str] | None = None, max_mb: int = 0):
     """Runs of `pages_per_part` page strings (XML, or HTML dump lines) read in one pass, or of `max_mb`
-    MB of them when that comes first (a job holds its run in memory); a truncated file ends the last."""
+    MB of them when that comes first (a job holds its run in memory); a damaged file ends the last,
+    which carries the error. Each run carries what damage lost while it was read."""
     batch: list[str] = []
     number = size = 0
-    pages = dumpfiles.iter_page_xml(dump) if pages is None else pages
+    lost: Counter = Counter()
+    errors: list[str] = []
+    pages = dumpfiles.iter_page_xml(dump, lost=lost, errors=errors) if pages is None else pages
     size_cap = ["mb", max_mb] if max_mb else []  # in the part keys only where it applies
     while True:
         try:
@@ -250,19 +300,25 @@ def _one_pass_groups(dump: Path, cfg: IngestConfig, pages: Iterator[str] | None 
             break
         except DumpFileError as exc:
             log.error("%s", exc)
-            yield ["pages", number, cfg.pages_per_part, "truncated", *size_cap], (), tuple(batch), (str(exc),)
+            lost.update(exc.lost or {"pages_dropped_truncated": 1})
+            key = ["pages", number, cfg.pages_per_part, "truncated", *size_cap]
+            yield key, (), tuple(batch), (*errors, str(exc)), dict(lost)
             return
         size += len(batch[-1])
         if len(batch) == cfg.pages_per_part or (max_mb and size >= max_mb * 1_000_000):
-            yield ["pages", number, cfg.pages_per_part, *size_cap], (), tuple(batch), ()
+            key = ["pages", number, cfg.pages_per_part, *size_cap]
+            yield key, (), tuple(batch), tuple(errors), dict(lost)
             batch, number, size = [], number + 1, 0
-    if batch:
-        yield ["pages", number, cfg.pages_per_part, *size_cap], (), tuple(batch), ()
+            lost.clear()
+            errors.clear()
+    if batch or lost:
+        yield ["pages", number, cfg.pages_per_part, *size_cap], (), tuple(batch), tuple(errors), dict(lost)
 
 
 def extract_part(job: ExtractJob) -> PartInfo:
     """Phase-1 worker: parse and clean one part, write its staged pages and its redirects."""
     rows = PageRows()
+    rows.stats.update(dict(job.lost))
     errors = list(job.errors)
     # lz4: staged parts are read once and deleted; zstd is paid once, on the final parts
     staged = ShardWriter(job.run_dir, STAGED_PAGES, job.provenance, compression="lz4")
@@ -289,9 +345,14 @@ def _job_pages(job: ExtractJob, rows: PageRows, errors: list[str]) -> Iterator[s
             data = dumpfiles.read_stream(rng)
         except DumpFileError as exc:
             errors.append(str(exc))
-            rows.stats["skipped_bad_stream"] += 1
+            rows.stats.update(exc.lost)
             continue
-        yield from dumpfiles.split_pages(_decode(data, rows))
+        unclosed: list[int] = []
+        yield from dumpfiles.split_pages(_decode(data, rows), unclosed)
+        if unclosed:
+            rows.stats["pages_dropped_unclosed"] += len(unclosed)
+            where = f"in the stream at byte offset {rng.start}"
+            errors.append(f"{rng.path}: {len(unclosed)} <page> without </page> {where}")
 
 
 def _decode(data: bytes, rows: PageRows) -> str:

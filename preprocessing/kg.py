@@ -38,7 +38,7 @@ from tqdm import tqdm
 from preprocessing.dumpfiles import file_hash
 from storage import layout
 from storage.code import module_code_version
-from storage.duck import sql_files
+from storage.duck import MemoryLimit, sql_files
 from storage.errors import InputError
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, DatasetSchema
 from storage.shards import (
@@ -81,7 +81,7 @@ class KGConfig(BaseModel):
         "`transductive_train` (wikidata5m_transductive_train.txt).",
     )
     rows_per_part: int = Field(2_000_000, ge=1, description="Rows per output Parquet part.")
-    duckdb_memory_limit: str = Field(
+    duckdb_memory_limit: MemoryLimit = Field(
         "4GB", description="DuckDB memory limit; past it, tables spill to a temp folder under the run."
     )
 

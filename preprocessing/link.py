@@ -32,7 +32,8 @@ from preprocessing.parallel import process_pool
 from preprocessing.tagme import TagmeConfig
 from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeConfig, RemoteTagmeError
 from storage.code import module_code_version
-from storage.duck import dataset_files
+from storage.duck import MemoryLimit, dataset_files
+from storage.errors import RetryableError
 from storage.schemas import ANCHORS, KG_ENTITIES, LINK_TARGETS, MENTION, MENTIONS, PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
@@ -43,9 +44,11 @@ from storage.shards import (
     part_paths,
     read_manifest,
     read_part_info,
+    require_intact,
     stable_hash,
 )
 
+REMOTE_ERRORS = "pages_remote_error"  # pages the web API gave no answer for, after its retries
 _RAW_MENTION = pa.schema(
     [
         ("row", pa.int64()),
@@ -75,8 +78,16 @@ class LinkConfig(BaseModel):
     remote: RemoteTagmeConfig = Field(
         default_factory=RemoteTagmeConfig, description="The TAGME web API (linker: remote)."
     )
-    duckdb_memory_limit: str = Field(
+    duckdb_memory_limit: MemoryLimit = Field(
         "2GB", description="DuckDB memory limit for the dictionary merges and alignment."
+    )
+    max_error_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Largest share of pages the remote linker may fail on (after its retries) for the "
+        "stage to complete; past it the stage fails and nothing is sealed. Failed pages are retried on "
+        "the next run either way, unless the stage completed with them allowed.",
     )
 
 
@@ -97,7 +108,10 @@ def pages_parts(run_dir: Path) -> list[Path]:
 
 
 def prepare(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> Provenance:
-    """Build the dictionary if the local linker needs it, mark `mentions` incomplete; the provenance."""
+    """Build the dictionary if the local linker needs it, mark `mentions` incomplete; the provenance.
+    Damaged pages or redirects fail here, naming the parts, rather than in a worker."""
+    for dataset in (PAGES, REDIRECTS):
+        require_intact(run_dir, dataset, "ingest")
     if cfg.linker == "local":
         build_dictionary(cfg.tagme, run_dir, cfg.workers, cfg.duckdb_memory_limit, progress)
     provenance = link_provenance(cfg, run_dir)
@@ -112,7 +126,7 @@ def link_part(cfg: LinkConfig, run_dir: Path, pages_part: Path, provenance: Prov
     index = part_index(pages_part)
     source_fp = read_part_info(pages_part).fingerprint
     done = writer.done_part(index, source_fp)
-    if done is not None:
+    if done is not None and not done.stats.get(REMOTE_ERRORS):  # a failed page is no result: retry it
         return done
     stats: Counter = Counter()
     pages = pq.read_table(pages_part, columns=["page_id", "text", "links"])
@@ -163,7 +177,26 @@ def shutdown_pool() -> None:
             _shared_pool.pop().shutdown()
 
 
+class RemoteLinkingError(RetryableError):
+    """The remote linker failed on more pages than `link.max_error_fraction` allows."""
+
+
+def check_errors(cfg: LinkConfig, parts: list[PartInfo]) -> None:
+    """Fail (nothing sealed, nothing cached) when too many pages got no answer from the web API."""
+    failed, pages = sum(p.stats.get(REMOTE_ERRORS, 0) for p in parts), sum(p.rows for p in parts)
+    if failed <= cfg.max_error_fraction * pages:
+        return
+    first = next((e for p in parts for e in p.errors), "")
+    raise RemoteLinkingError(
+        f"the TAGME API failed on {failed} of {pages} pages (over link.max_error_fraction="
+        f"{cfg.max_error_fraction:g}); first: {first}",
+        fix="check the service and run the stage again (failed pages are retried), or accept the "
+        "failures with --set link.max_error_fraction=F",
+    )
+
+
 def finalize(cfg: LinkConfig, run_dir: Path, provenance: Provenance, parts: list[PartInfo]) -> dict:
+    check_errors(cfg, parts)
     return ShardWriter(run_dir, MENTIONS, provenance).finalize(
         sorted(parts, key=lambda p: p.name), extra={"link_config": cfg.model_dump(mode="json")}
     )
@@ -335,7 +368,7 @@ def _remote_annotator(cfg: LinkConfig):
         except RemoteTagmeAuthError:
             raise  # a bad token fails every page: stop the run
         except RemoteTagmeError as exc:  # recorded, the part goes on
-            stats["pages_remote_error"] += 1
+            stats[REMOTE_ERRORS] += 1
             stats.setdefault("_errors", []).append(str(exc))
             return []
         gold = [(ln["start"], ln["end"]) for ln in links]

@@ -28,19 +28,21 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pydantic
 import requests
 import tagme
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from preprocessing.titles import normalize_title
-from storage.errors import InputError, PartError, RetryableError
+from storage.errors import ConfigError, InputError, PartError, RetryableError
 
 log = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 _AUTH_STATUS = (401, 403)
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _SNIPPET_CHARS = 200
 # Where a long text may be cut, strongest first: paragraph, line, sentence end, word.
 _BOUNDARIES = (
@@ -84,6 +86,19 @@ class RemoteTagmeConfig(pydantic.BaseModel):
     )
     backoff_s: float = Field(1.0, ge=0, description="First retry delay in seconds; doubles with each retry.")
     timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout of each request, in seconds.")
+
+    @field_validator("api_url")
+    @classmethod
+    def _https_for_the_token(cls, url: str) -> str:
+        """The token travels in the request body: only over https, or plain http to this machine."""
+        parsed = urlsplit(url)
+        if parsed.scheme != "https" and parsed.hostname not in _LOOPBACK:
+            raise ConfigError(
+                f"link.remote.api_url {parsed.scheme}://{parsed.hostname}: the token would travel "
+                "unencrypted",
+                fix="use an https:// endpoint (plain http:// only to localhost or 127.0.0.1)",
+            )
+        return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,11 +319,12 @@ class RemoteTagme:
     def _post_once(self, text: str) -> object:
         self._limiter.wait()
         try:
+            # a redirect is not followed: a 307 or 308 would re-send the body, token included, elsewhere
             response = self._get_session().post(
-                self.cfg.api_url, data=self._payload(text), timeout=self.cfg.timeout_s
+                self.cfg.api_url, data=self._payload(text), timeout=self.cfg.timeout_s, allow_redirects=False
             )
         except _NETWORK_ERRORS as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+            raise _Transient(self._mask(f"{type(exc).__name__}: {exc}")) from exc
         self._check_status(response)
         try:
             return response.json()
@@ -345,11 +361,23 @@ class RemoteTagme:
                 fix=f"check the token in the environment variable {self.cfg.token_env} "
                 "(or in the Prefect Secret block named by token_secret_block)",
             )
+        if 300 <= code < 400:
+            raise RemoteTagmeAuthError(
+                f"the TAGME API at {self.cfg.api_url} redirects (HTTP {code}) to "
+                f"{self._mask(response.headers.get('Location', '?'))}: not followed, the token goes to "
+                "api_url only",
+                fix="set link.remote.api_url to the address it redirects to, if you trust it",
+            )
+        reason = self._mask(response.reason or "")
         if code in (408, 429) or code >= 500:
-            raise _Transient(f"HTTP {code} {response.reason}")
-        raise RemoteTagmeError(f"TAGME API answered HTTP {code} {response.reason}: {self._snippet(response)}")
+            raise _Transient(f"HTTP {code} {reason}")
+        raise RemoteTagmeError(f"TAGME API answered HTTP {code} {reason}: {self._snippet(response)}")
+
+    def _mask(self, text: str) -> str:
+        """`text` with the token replaced by ***: whatever a server or a library echoes, no message,
+        manifest or Parquet metadata field carries it."""
+        return text.replace(self._token.get_secret_value(), "***")
 
     def _snippet(self, response: requests.Response) -> str:
         """The start of an answer's body for an error message, in case a server echoes the token: masked."""
-        masked = response.text.replace(self._token.get_secret_value(), "***")
-        return " ".join(masked[:_SNIPPET_CHARS].split())
+        return " ".join(self._mask(response.text)[:_SNIPPET_CHARS].split())

@@ -59,6 +59,11 @@ def runs_root(data_root: Path) -> Path:
     return Path(data_root) / "runs"
 
 
+def data_root_of(run_dir: Path) -> Path:
+    """The data root a run folder lies in (`{data_root}/runs/{name}`)."""
+    return Path(run_dir).parents[1]
+
+
 def run_dir(data_root: Path, name: str) -> Path:
     return runs_root(data_root) / name
 

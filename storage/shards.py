@@ -10,12 +10,18 @@ Layout: `{run_dir}/{dataset}/v{N}/part-{i:05d}.parquet` plus `_manifest.json`.
   stats for the manifest.
 - The dataset is complete when `_manifest.json` exists; it is deleted when a stage starts writing
   and written after the last part, so readers never see a half-written dataset as complete.
+- Outputs are verified before they are trusted: the manifest records each part's size, rows and
+  sha256. A stage that finds its dataset complete (`is_complete` with its fingerprint) checks each part
+  cheaply (size, Parquet footer, rows); a damaged or missing part is deleted with the manifest, so the
+  stage rebuilds it, and the new manifest lists what was rebuilt. `damaged_parts(full=True)` also
+  compares checksums (`trelm verify --full`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -28,18 +34,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.errors import InputError
-from storage.schemas import DatasetSchema
+from storage.schemas import CHECKPOINT_DATASETS, DATASETS, DatasetSchema
 
 MANIFEST = "_manifest.json"
+REBUILT = "_rebuilt.json"  # the damaged parts a stage is rebuilding: moved into the next manifest
 _FINGERPRINT_KEY = "trelm.fingerprint"
 _STATS_KEY = "trelm.stats"
 _ERRORS_KEY = "trelm.errors"
 _MAX_MANIFEST_ERRORS = 1000
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class IncompleteDatasetError(InputError, FileNotFoundError):
     """A dataset without a manifest: its stage has not finished (or never ran)."""
+
+
+class DamagedDatasetError(InputError):
+    """A complete dataset whose parts no longer match its manifest (deleted, cut, overwritten)."""
 
 
 def is_loss_stat(name: str) -> bool:
@@ -67,6 +79,15 @@ def atomic_write(path: Path, write: Callable[[Path], T]) -> T:
     finally:
         tmp.unlink(missing_ok=True)
     return result
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -117,6 +138,7 @@ class PartInfo:
     fingerprint: str
     stats: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    sha256: str = ""  # known once written (a part kept from an earlier run is hashed at finalize)
 
 
 class ShardWriter:
@@ -175,6 +197,7 @@ class ShardWriter:
         info = PartInfo(path.name, 0, 0, self._part_fingerprint(part_fingerprint))
         atomic_write(path, lambda tmp: self._write_parquet(tmp, batches, info, stats, errors))
         info.bytes = path.stat().st_size
+        info.sha256 = file_sha256(path)
         return info
 
     def _write_parquet(self, tmp: Path, batches, info: PartInfo, stats, errors) -> None:
@@ -208,17 +231,27 @@ class ShardWriter:
             "fingerprint": self.fingerprint,
             **self.provenance.as_dict(),
             "rows": sum(p.rows for p in parts),
-            "parts": [
-                {"name": p.name, "rows": p.rows, "bytes": p.bytes}
-                for p in sorted(parts, key=lambda p: p.name)
-            ],
+            "parts": [self._part_entry(p) for p in sorted(parts, key=lambda p: p.name)],
             "stats": dict(sorted(merged.items())),
             "errors": [e for p in parts for e in p.errors][:_MAX_MANIFEST_ERRORS],
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self._rebuilt(),
             **dict(extra),
         }
         atomic_write_bytes(self.dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+        (self.dir / REBUILT).unlink(missing_ok=True)
         return manifest
+
+    def _part_entry(self, p: PartInfo) -> dict:
+        sha256 = p.sha256 or file_sha256(self.dir / p.name)
+        return {"name": p.name, "rows": p.rows, "bytes": p.bytes, "sha256": sha256}
+
+    def _rebuilt(self) -> dict:
+        """`{"rebuilt": [...]}`: the damaged parts this run replaced (see `reopen_damaged`), if any."""
+        try:
+            return {"rebuilt": json.loads((self.dir / REBUILT).read_text())}
+        except (OSError, ValueError):
+            return {}
 
     def _part_fingerprint(self, part_fingerprint: str | None) -> str:
         return stable_hash([self.fingerprint, part_fingerprint])
@@ -273,11 +306,99 @@ def read_manifest(run_dir: Path, dataset: DatasetSchema) -> dict:
 
 
 def is_complete(run_dir: Path, dataset: DatasetSchema, fingerprint: str | None = None) -> bool:
+    """Whether the dataset has its manifest (and, given a fingerprint, was made from it). Given its
+    fingerprint, the caller is the stage that writes it: parts that fail the cheap check are taken
+    back (`reopen_damaged`), and the dataset is then not complete, so that the stage rebuilds them."""
     try:
         manifest = read_manifest(run_dir, dataset)
     except IncompleteDatasetError:
         return False
-    return fingerprint is None or manifest["fingerprint"] == fingerprint
+    if fingerprint is None:
+        return True
+    if manifest["fingerprint"] != fingerprint:
+        return False
+    problems = damaged_parts(run_dir, dataset)
+    if problems:
+        reopen_damaged(run_dir, dataset, problems)
+    return not problems
+
+
+@dataclass(frozen=True)
+class PartProblem:
+    """A part that does not match its manifest entry, and how."""
+
+    name: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.problem}"
+
+
+def damaged_parts(run_dir: Path, dataset: DatasetSchema, full: bool = False) -> list[PartProblem]:
+    """The manifest's parts that are missing, of another size, without a readable footer or with other
+    rows; `full` also reads each part for its checksum. Empty when all match (or for no manifest)."""
+    try:
+        manifest = read_manifest(run_dir, dataset)
+    except IncompleteDatasetError:
+        return []
+    folder = dataset_dir(run_dir, dataset)
+    found = (_part_problem(folder / entry["name"], entry, full) for entry in manifest["parts"])
+    return [p for p in found if p is not None]
+
+
+def _part_problem(path: Path, entry: dict, full: bool) -> PartProblem | None:
+    if not path.exists():
+        return PartProblem(path.name, "missing")
+    size = path.stat().st_size
+    if size != entry.get("bytes", size):
+        return PartProblem(path.name, f"{size} bytes, the manifest says {entry['bytes']}")
+    try:
+        rows = pq.read_metadata(path).num_rows
+    except (pa.ArrowInvalid, OSError) as exc:
+        return PartProblem(path.name, f"unreadable Parquet footer ({exc})")
+    if rows != entry["rows"]:
+        return PartProblem(path.name, f"{rows} rows, the manifest says {entry['rows']}")
+    if full and entry.get("sha256") and file_sha256(path) != entry["sha256"]:
+        return PartProblem(path.name, "sha256 differs from the manifest's")
+    return None
+
+
+def reopen_damaged(run_dir: Path, dataset: DatasetSchema, problems: list[PartProblem]) -> None:
+    """Take a damaged dataset back: its damaged parts and its manifest are deleted (what they were is kept
+    in `_rebuilt.json` for the next manifest), so that its stage rebuilds exactly those parts."""
+    folder = dataset_dir(run_dir, dataset)
+    log.warning(
+        "%s in %s: rebuilding damaged parts: %s", dataset.name, run_dir, "; ".join(map(str, problems))
+    )
+    atomic_write_text(folder / REBUILT, json.dumps([str(p) for p in problems]))
+    for problem in problems:
+        (folder / problem.name).unlink(missing_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+
+
+def verify_run(run_dir: Path, full: bool = False) -> dict[str, list[PartProblem] | None]:
+    """Every run dataset checked against its manifest: its problems (empty: intact), None: not complete."""
+    return {
+        name: damaged_parts(run_dir, dataset, full) if is_complete(run_dir, dataset) else None
+        for name, dataset in DATASETS.items()
+        if name not in CHECKPOINT_DATASETS
+    }
+
+
+def is_intact(run_dir: Path, dataset: DatasetSchema) -> bool:
+    """Complete, and every part passes the cheap check (what a cache may trust); changes nothing."""
+    return is_complete(run_dir, dataset) and not damaged_parts(run_dir, dataset)
+
+
+def require_intact(run_dir: Path, dataset: DatasetSchema, stage: str) -> None:
+    """For a stage's input: a clear error naming the damaged parts and the stage that rebuilds them."""
+    problems = damaged_parts(run_dir, dataset)
+    if problems:
+        raise DamagedDatasetError(
+            f"dataset {dataset.name!r} in {Path(run_dir)} is damaged: {'; '.join(map(str, problems))} "
+            f"(in {dataset_dir(run_dir, dataset)})",
+            fix=f"run `trelm {stage}` again: it rebuilds the damaged parts",
+        )
 
 
 def part_paths(run_dir: Path, dataset: DatasetSchema) -> list[Path]:

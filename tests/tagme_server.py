@@ -3,6 +3,7 @@
     entities = {"Obama": (534366, "Barack_Obama", 0.4), "the": None}    # None: a spot left unlinked
     with serve_tagme(entities, token="T") as tagme:   # tagme.url == "http://127.0.0.1:PORT/tagme/tag"
         tagme.fail(503, times=2)                      # answer 503 to the next 2 requests
+        tagme.reason, tagme.location = "Bad T", URL   # the reason phrase and Location of failures
         tagme.stall(0.5, times=1)                     # sleep 0.5 s before the next answer, once
         ...
         tagme.requests                                # [TagRequest(text, lang, long_text, authorized)]
@@ -57,6 +58,8 @@ class TagmeServer:
     token: str
     url: str = ""  # the /tag endpoint, set once the server listens
     requests: list[TagRequest] = field(default_factory=list)
+    reason: str | None = None  # the reason phrase of a failure's status line (None: the standard one)
+    location: str | None = None  # a Location header sent with failures (for a 3xx)
     _faults: list[tuple[str, _Fault]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -140,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(401, {"error": "Unauthorized"})
         fault = state._take_fault()
         if fault is not None and fault[0] == "fail":
-            return self._send(int(fault[1]), {"error": "Service Unavailable"})
+            return self._send(int(fault[1]), {"error": "Service Unavailable"}, state.reason, state.location)
         if fault is not None:
             time.sleep(fault[1])
         self._send(200, state.answer(text, lang))
@@ -149,10 +152,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode("utf-8")
         return {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
 
-    def _send(self, status: int, payload: dict) -> None:
+    def _send(
+        self, status: int, payload: dict, reason: str | None = None, location: str | None = None
+    ) -> None:
         body = json.dumps(payload).encode("utf-8")
         try:
-            self.send_response(status)
+            self.send_response(status, reason)
+            if location:
+                self.send_header("Location", location)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -134,5 +134,5 @@ def test_html_parts_end_at_their_size_cap_too(tmp_path) -> None:
 
     lines = ["x" * 600_000] * 5  # an article's JSON line is large: 0.6 MB each here
     groups = list(_one_pass_groups(tmp_path / NAME, IngestConfig(pages_per_part=100), iter(lines), max_mb=1))
-    assert [len(pages) for _, _, pages, _ in groups] == [2, 2, 1]
+    assert [len(pages) for _, _, pages, _, _ in groups] == [2, 2, 1]
     assert [key for key, *_ in groups][0] == ["pages", 0, 100, "mb", 1]

@@ -127,10 +127,16 @@ def test_remote_linker_aligns_titles_and_records_errors(run_dir, monkeypatch):
         americas = next(x for x in api_mentions if x["surface"] == "Americas")
         assert americas["target_page_id"] is None and americas["target"] == "Americas"
         assert manifest["stats"]["mentions_tagme_api"] == len(api_mentions)
-        # a service that keeps failing: every page's error is recorded and the stage still completes
+        # a service that keeps failing: the stage fails (tests/faults), unless the failures are allowed;
+        # then every page's error is recorded
         api.fail(503, times=100)
         failed = link(
-            LinkConfig(workers=1, linker="remote", remote=remote.model_copy(update={"min_rho": 0.01})),
+            LinkConfig(
+                workers=1,
+                linker="remote",
+                remote=remote.model_copy(update={"min_rho": 0.01}),
+                max_error_fraction=1,
+            ),
             run_dir,
             progress=False,
         )

@@ -66,8 +66,8 @@ def test_manifest_written_last_marks_complete_and_drops_stale_parts(tmp_path):
     assert manifest["rows"] == 3 and manifest["stats"] == {"x": 2} and manifest["errors"] == ["e0", "e1"]
     assert manifest["note"] == "x"
     assert manifest["parts"] == [
-        {"name": "part-00000.parquet", "rows": 1, "bytes": parts[0].bytes},
-        {"name": "part-00001.parquet", "rows": 2, "bytes": parts[1].bytes},
+        {"name": "part-00000.parquet", "rows": 1, "bytes": parts[0].bytes, "sha256": parts[0].sha256},
+        {"name": "part-00001.parquet", "rows": 2, "bytes": parts[1].bytes, "sha256": parts[1].sha256},
     ]
     assert (manifest["config_hash"], manifest["inputs"], manifest["code_version"]) == (
         "c1",
