@@ -89,10 +89,17 @@ def _confine(conn: duckdb.DuckDBPyConnection, data_root: Path | None) -> None:
     conn.execute("SET lock_configuration = true")
 
 
+def _is_pivot(statement) -> bool:
+    """PIVOT parses as MULTI (DuckDB adds a CREATE TYPE of the pivoted values before the query)."""
+    return statement.type == duckdb.StatementType.MULTI and statement.query.lstrip().upper().startswith(
+        ("PIVOT", "UNPIVOT")
+    )
+
+
 def run_statement(conn: duckdb.DuckDBPyConnection, sql: str):
     """Run the user's SQL if every statement in it is a query; the last statement's result."""
     statements = conn.extract_statements(sql)
-    refused = [s for s in statements if s.type not in _QUERIES]
+    refused = [s for s in statements if s.type not in _QUERIES and not _is_pivot(s)]
     if refused:
         raise QueryError(
             f"`trelm sql` and `trelm inspect` only query: {refused[0].type.name} is not allowed",
