@@ -150,19 +150,21 @@ def load_kg(cfg: KGConfig, run_dir: Path, progress: bool = True) -> dict:
     provenance = kg_provenance(cfg, files)
     if all(is_complete(run_dir, d, provenance.fingerprint) for d in DATASETS):
         return {d.name: read_manifest(run_dir, d) for d in DATASETS}
-    writers = {d.name: ShardWriter(run_dir, d, provenance).open() for d in DATASETS}
     if not files:  # no KG: empty datasets, so readers and views see the same three tables
+        writers = {d.name: ShardWriter(run_dir, d, provenance).open() for d in DATASETS}
         return {name: w.finalize([_empty_part(w)], extra=_extra(cfg)) for name, w in writers.items()}
     spill = layout.staging_dir(run_dir, "kg")
     shutil.rmtree(spill, ignore_errors=True)  # a killed run's temp files
     spill.mkdir(parents=True)
     try:
-        return _build(cfg, files, writers, spill, progress)
+        return _build(cfg, files, run_dir, provenance, spill, progress)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def _build(cfg: KGConfig, files: dict[str, Path], writers: dict[str, ShardWriter], spill: Path, progress):
+def _build(cfg: KGConfig, files: dict[str, Path], run_dir: Path, provenance, spill: Path, progress):
+    """Every file is read and checked before the old datasets are touched: a damaged or empty KG file
+    fails here and the previous KG stays complete."""
     import duckdb  # here, so importing this module (e.g. for KGConfig) stays cheap
 
     settings = {
@@ -177,11 +179,29 @@ def _build(cfg: KGConfig, files: dict[str, Path], writers: dict[str, ShardWriter
         entity_stats = steps.run("entities", _load_names, conn, "entity", files["entity"], "Q")
         entity_stats.update(steps.run("descriptions", _load_descriptions, conn, files["text"]))
         triple_stats = steps.run("triples", _load_triples, conn, files["triples"])
+        _require_rows(files, entity_stats, relation_stats, triple_stats)
         steps.run("degree", _count_degree, conn)
+        writers = {d.name: ShardWriter(run_dir, d, provenance).open() for d in DATASETS}
         parts = {n: steps.run(f"write {n}", _write_dataset, conn, w, cfg) for n, w in writers.items()}
     steps.close()
     stats = {"kg_relations": relation_stats, "kg_entities": entity_stats, "kg_triples": triple_stats}
     return {name: writers[name].finalize(parts[name], stats[name], _extra(cfg)) for name in writers}
+
+
+def _require_rows(files: dict[str, Path], entities: Counter, relations: Counter, triples: Counter) -> None:
+    """A KG of no entities, relations or triples is a wrong or damaged file, not an empty KG."""
+    for role, kept in (("entity", entities["entities"]), ("relation", relations["relations"])):
+        if kept == 0:
+            raise InputError(
+                f"{files[role]}: no valid {role} line (id, tab, label) in it; the file is empty, binary "
+                f"or not Wikidata5M's {role} file",
+                fix="fetch the file again, or point kg.path at the folder of the real Wikidata5M files",
+            )
+    if triples["triples"] == 0:
+        raise InputError(
+            f"{files['triples']}: no triple of known entities and relations in it",
+            fix="fetch the triples file again; it must match the entity and relation files",
+        )
 
 
 def _extra(cfg: KGConfig) -> dict:
@@ -211,10 +231,15 @@ class _Steps:
 
 def _read_lines(conn, table: str, path: Path, kind: str) -> Counter:
     """`table(line)` in file order (NULL for an empty line); counts the lines DuckDB rejected."""
-    conn.execute(
-        f"CREATE TABLE {table} AS SELECT line FROM read_csv({sql_files(path)}, {_READ_LINES}, "
-        f"rejects_table='{table}_rejects', rejects_scan='{table}_scan')"
-    )
+    import duckdb
+
+    try:
+        conn.execute(
+            f"CREATE TABLE {table} AS SELECT line FROM read_csv({sql_files(path)}, {_READ_LINES}, "
+            f"rejects_table='{table}_rejects', rejects_scan='{table}_scan')"
+        )
+    except duckdb.IOException as exc:  # a cut or corrupt .gz: the file, not the run, is at fault
+        raise InputError(f"{path}: cannot be read ({exc})", fix="fetch the file again") from exc
     rejected = conn.execute(
         f"SELECT lower(replace(error_type::VARCHAR, ' ', '_')), count(*) FROM {table}_rejects GROUP BY ALL"
     ).fetchall()
