@@ -68,6 +68,7 @@ from storage.shards import (
     part_paths,
     read_manifest,
     read_part_info,
+    require_intact,
     stable_hash,
     write_table,
 )
@@ -399,6 +400,9 @@ def _encoder(si_json: str):
     return load_encoder(SIConfig.model_validate_json(si_json))
 
 
+_INPUTS = ((PAGES, "ingest"), (MENTIONS, "link"), (KG_ENTITIES, "link"), (KG_TRIPLES, "link"))
+
+
 def select(cfg: SelectConfig, run_dir: Path, progress: bool = True) -> dict:
     """The whole stage; returns the `instances` manifest. Complete parts of an earlier run are kept."""
     from tqdm import tqdm
@@ -406,6 +410,8 @@ def select(cfg: SelectConfig, run_dir: Path, progress: bool = True) -> dict:
     provenance = select_provenance(cfg, run_dir)
     if is_complete(run_dir, INSTANCES, provenance.fingerprint):
         return read_manifest(run_dir, INSTANCES)
+    for dataset, stage in _INPUTS:  # damaged inputs fail here, naming the parts, not inside a part
+        require_intact(run_dir, dataset, stage)
     writer = ShardWriter(run_dir, INSTANCES, provenance).open()
     encoder = _encoder(cfg.si.model_dump_json())
     corpus = build_corpus(cfg, run_dir, encoder[0])

@@ -15,8 +15,10 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.ops import HOLDER_NAME, LOCK_NAME
 from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
+from preprocessing.kg import KGConfig, load_kg
 from preprocessing.link import LinkConfig, link
-from storage.schemas import PAGES
+from preprocessing.select import SelectConfig, select
+from storage.schemas import MENTIONS, PAGES
 from storage.shards import MANIFEST, DamagedDatasetError, damaged_parts, dataset_dir
 
 NAME = "testwiki-20260301-pages-articles-multistream1.xml-p1p99.bz2"
@@ -69,6 +71,17 @@ def test_link_over_a_damaged_pages_part_names_it(dump, tmp_path):
     with pytest.raises(DamagedDatasetError, match="part-00001.parquet: .*bytes, the manifest says") as err:
         link(LinkConfig(workers=1), run_dir, progress=False)
     assert "trelm ingest" in err.value.fix
+
+
+def test_select_over_a_damaged_mentions_part_names_it(dump, tmp_path):
+    run_dir = tmp_path / "run"
+    _ingest(dump, run_dir)
+    load_kg(KGConfig(), run_dir, progress=False)  # no KG configured: the empty datasets select reads
+    link(LinkConfig(workers=1), run_dir, progress=False)
+    _damage(dataset_dir(run_dir, MENTIONS) / "part-00000.parquet", "cut")
+    with pytest.raises(DamagedDatasetError, match="mentions.*part-00000.parquet") as err:
+        select(SelectConfig(), run_dir, progress=False)
+    assert "trelm link" in err.value.fix
 
 
 def test_verify_finds_every_damage_and_takes_the_parts_back(dump, tmp_path):
