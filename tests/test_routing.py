@@ -200,6 +200,21 @@ def test_sparse_autograd_matches_dense_on_active_and_is_zero_elsewhere(mode):
         torch.testing.assert_close(rb, db)
 
 
+@pytest.mark.parametrize("mode", ["rows", "cols"])
+def test_every_neuron_active_gives_the_dense_gradient(mode):
+    """The routing warm-up activates every neuron: the weight gradient is then the full one."""
+    torch.manual_seed(0)
+    dense = nn.Linear(6, 8) if mode == "rows" else nn.Linear(8, 6)
+    routed = RoutedLinear.wrap(dense, mode)
+    routed.set_active(torch.arange(8))
+    x = torch.randn(2, 3, dense.in_features)
+    grad_out = torch.randn(2, 3, dense.out_features)
+    expected = torch.autograd.grad(dense(x), (dense.weight, dense.bias), grad_out)
+    torch.testing.assert_close(
+        torch.autograd.grad(routed(x), (routed.weight, routed.bias), grad_out), expected
+    )
+
+
 def test_select_by_top_fraction_and_threshold():
     scores = [torch.tensor([0.5, -1.0, 2.0, 1.0, 0.3, 0.0, 1.9, 0.1, 0.2, 0.45])]
     top = Router(None, RoutingConfig(select="top_fraction", top_fraction=0.25)).select(scores)
@@ -313,6 +328,32 @@ def test_train_groups_share_state_dict_and_refresh_every():
     assert [p.tolist() for p in clone.paths] == [p.tolist() for p in router.paths]
     assert clone.last_refresh_step == 0
     assert router.refresh(make_batch(seed=7), 0.5, step=3)["refreshed"] == 1.0
+
+
+def test_routing_warm_up_updates_everything_then_only_the_paths():
+    """full_steps=2: steps 0-1 train every parameter with no attribution; at step 2 the groups freeze, the
+    paths are attributed, and from then on a step changes only them (momentum of the warm-up included)."""
+    model = TinyTRELM()
+    router = Router(model, RoutingConfig(top_fraction=0.25, full_steps=2))
+    router.install()
+    trainable = router.trainable_parameters()
+    assert len(trainable) == len(list(model.parameters()))
+    optimizer = LazyAdamW(trainable, lr=0.01)
+    query = "bert.bert.encoder.layer.0.attention.self.query.weight"
+    for step in range(3):
+        stats = router.refresh(make_batch(seed=step), 0.5, step)
+        assert stats["refreshed"] == float(step == 2) and (router.paths is None) == (step < 2)
+        before = snapshot(model)
+        routed_loss(model, make_batch(seed=step)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step < 2:
+            after = snapshot(model)
+            assert not torch.equal(after[query], before[query])
+            ffn = "bert.bert.encoder.layer.0.intermediate.dense.weight"
+            assert (after[ffn] != before[ffn]).any(1).all()  # every neuron's row moved
+    assert stats["trainable_share"] < 0.5 and not dict(model.named_parameters())[query].requires_grad
+    assert_only_paths_changed(model, router, before)
 
 
 def free_port():
