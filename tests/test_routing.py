@@ -253,6 +253,28 @@ def test_lazy_adamw_leaves_zero_gradient_elements_alone():
     assert optimizer.state[param]["elem_step"].tolist() == [[2, 1, 1], [1, 1, 2]]
 
 
+def test_lazy_adamw_reads_the_paths_of_a_routed_weight_and_still_skips_zero_gradients():
+    """A routed weight tells LazyAdamW its active rows/columns; inside them an exactly-zero gradient still
+    leaves its element alone, and the update equals the scanning one."""
+    grad = torch.zeros(4, 3)
+    grad[1] = torch.tensor([1.0, 0.0, -2.0])
+    grad[3] = torch.tensor([0.5, 0.25, 0.0])
+    results = []
+    for hinted in (True, False):
+        torch.manual_seed(0)  # the same initial weights for both
+        linear = nn.Linear(3, 4)
+        routed = RoutedLinear.wrap(linear, "rows")
+        if hinted:
+            routed.set_active(torch.tensor([1, 3]))
+        optimizer = LazyAdamW([routed.weight], lr=0.1, weight_decay=0.5)
+        before = routed.weight.detach().clone()
+        routed.weight.grad = grad.clone()
+        optimizer.step()
+        results.append(routed.weight.detach().clone())
+        assert ((results[-1] != before) == (grad != 0)).all()
+    torch.testing.assert_close(results[0], results[1])
+
+
 def installed(cfg=None, seed_batch=1):
     model = TinyTRELM()
     router = Router(model, cfg or RoutingConfig(top_fraction=0.25))
@@ -328,6 +350,8 @@ def test_train_groups_share_state_dict_and_refresh_every():
     assert [p.tolist() for p in clone.paths] == [p.tolist() for p in router.paths]
     assert clone.last_refresh_step == 0
     assert router.refresh(make_batch(seed=7), 0.5, step=3)["refreshed"] == 1.0
+    # the next micro-batch of the same optimizer step (gradient accumulation) keeps its paths
+    assert router.refresh(make_batch(seed=8), 0.5, step=3)["refreshed"] == 0.0
 
 
 def test_routing_warm_up_updates_everything_then_only_the_paths():
@@ -412,3 +436,16 @@ def test_routed_step_under_deepspeed_zero(single_rank, stage):
         assert_only_paths_changed(model, router, before)
     stats = router.refresh(make_batch(seed=5), 0.5, step=1)
     assert stats["refreshed"] == 1.0 and stats["selected_layer1"] == 16.0
+
+
+def test_routing_warm_up_is_refused_under_zero3():
+    from pydantic import ValidationError
+
+    from trelm.config import PretrainConfig
+
+    warm_up = {"routing": {"full_steps": 5}}
+    assert PretrainConfig.model_validate({**warm_up, "train": {"zero_stage": 2}}).routing.full_steps == 5
+    with pytest.raises(ValidationError, match="full_steps"):
+        PretrainConfig.model_validate({**warm_up, "train": {"zero_stage": 3}})
+    no_routing = {"routing": {"full_steps": 5, "enabled": False}, "train": {"zero_stage": 3}}
+    assert PretrainConfig.model_validate(no_routing).train.zero_stage == 3

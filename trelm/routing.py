@@ -27,7 +27,13 @@ or columns (grad_W[:, S] = g^T x[:, S]), exact zeros elsewhere: that matmul shri
 dense size. The optimizer gets only the trainable parameters. `LazyAdamW` moves an element only where its
 gradient is non-zero, so rows off the current paths do not drift on momentum of earlier steps (elementwise
 because DeepSpeed ZeRO 1-2 hands the optimizer flat fp32 partitions, where rows are not visible but zeros
-are). Gradients stay dense-shaped, so data-parallel gradient communication is not reduced, only compute.
+are); it gathers those elements and updates only them, so its cost on a routed FFN weight is two passes
+(compare, nonzero) plus |S| / d_ff of AdamW's. Gradients stay dense-shaped, so data-parallel gradient
+communication is not reduced, only compute.
+
+Routing warm-up (`full_steps`, not in the paper): the first N steps update every parameter (every neuron
+active, no attribution), then the groups freeze and routing starts. The optimizer is built once, so it
+then holds every parameter; frozen ones get no gradient again and LazyAdamW skips them.
 
 Cost (CPU, 1 thread, MiniLM-sized BERT: 6 layers, hidden 384, d_ff 1536, random weights). Backward of a
 routed step vs a full update on the same 8 x 128 batch, top_fraction 0.1: encoder-only loss 199 vs 350 ms
@@ -82,6 +88,7 @@ from torch.nn import functional as F
 from trelm.routingconfig import RoutingConfig
 
 ROWS, COLS = "rows", "cols"
+PATH_ATTRIBUTE = "trelm_path"  # on a routed FFN weight: (mode, active indices), read by LazyAdamW
 ALWAYS_TRAIN = ("ffn_path", "new")
 
 
@@ -150,6 +157,7 @@ class RoutedLinear(nn.Linear):
 
     def set_active(self, indices: torch.Tensor) -> None:
         self.active_indices = indices.to(device=self.active_indices.device, dtype=torch.long)
+        setattr(self.weight, PATH_ATTRIBUTE, (self.mode, self.active_indices))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _RowColSparseLinear.apply(x, self.weight, self.bias, self.active_indices, self.mode)
@@ -199,12 +207,17 @@ class LazyAdamW(torch.optim.Optimizer):
     def _update(self, param: torch.Tensor, group: dict) -> None:
         """Only the elements with a non-zero gradient are gathered, updated and written back: on a routed
         FFN weight that is |S| / d_ff of the tensor (10% at top_fraction 0.1) instead of ~20 full-size
-        elementwise passes over it. A dense gradient skips the gather (index None)."""
+        elementwise passes over it, and where the weight carries its paths (`PATH_ATTRIBUTE`) only their
+        elements are even looked at. A dense gradient skips the gather (index None)."""
         state = self._state(param)
         state["step"].add_(1)
         flat_grad = param.grad.reshape(-1)
-        touched = flat_grad != 0
-        index = None if bool(touched.all()) else touched.nonzero().squeeze(1)
+        index = _path_elements(param)
+        if index is None:
+            touched = flat_grad != 0
+            index = None if bool(touched.all()) else touched.nonzero().squeeze(1)
+        else:  # only the paths' elements can have a gradient: no scan of the rest
+            index = index[flat_grad.index_select(0, index) != 0]
         views = [t.view(-1) for t in (param, state["exp_avg"], state["exp_avg_sq"], state["elem_step"])]
         values = [v if index is None else v.index_select(0, index) for v in views]
         grad = flat_grad if index is None else flat_grad.index_select(0, index)
@@ -213,6 +226,22 @@ class LazyAdamW(torch.optim.Optimizer):
                 view.copy_(new)
             else:
                 view.index_copy_(0, index, new)
+
+
+def _path_elements(param: torch.Tensor) -> torch.Tensor | None:
+    """Flat indices of a routed FFN weight's active rows or columns, the only elements RoutedLinear's
+    backward gives a gradient, or None (scan the gradient): no hint, every neuron active, or a gradient
+    that is not the parameter's shape (DeepSpeed ZeRO 1-3 and bf16 hand the optimizer flat partitions)."""
+    hint = getattr(param, PATH_ATTRIBUTE, None)
+    if hint is None or param.grad.shape != param.shape:
+        return None
+    mode, active = hint
+    rows, cols = param.shape
+    if active.numel() == (rows if mode == ROWS else cols):
+        return None
+    if mode == ROWS:
+        return (active[:, None] * cols + torch.arange(cols, device=active.device)).reshape(-1)
+    return (torch.arange(rows, device=active.device)[:, None] * cols + active).reshape(-1)
 
 
 def _adamw_elements(param, exp_avg, exp_avg_sq, elem_step, grad, group: dict) -> tuple:
@@ -477,16 +506,18 @@ class Router:
             output.dense.set_active(indices)
 
     def refresh(self, batch: Any, lam: float, step: int) -> dict[str, float]:
-        """Recompute the paths when step % refresh_every == 0 (or none exist yet); stats for the log. Under
-        a routing warm-up nothing happens before step full_steps; there the groups freeze and the first
-        paths are attributed."""
+        """Recompute the paths when step % refresh_every == 0 (or none exist yet), on the step's first
+        micro-batch; stats for the log. Under a routing warm-up nothing happens before step full_steps;
+        there the groups freeze and the first paths are attributed."""
         if not self.cfg.enabled:
             return {}
         if step < self.cfg.full_steps:
             return {"attribution_seconds": 0.0, "refreshed": 0.0, "trainable_share": 1.0}
         if not self.frozen:
             self._freeze()
-        refreshed = self.paths is None or step % self.cfg.refresh_every == 0
+        # once per optimizer step: under gradient accumulation every micro-batch of a step shares the paths
+        due = step % self.cfg.refresh_every == 0 and step != self.last_refresh_step
+        refreshed = self.paths is None or due
         seconds = 0.0
         if refreshed:
             start = time.perf_counter()
