@@ -13,7 +13,9 @@
    objects (`trelm.evaluate.candidates`), for seen / held-out x long-tail / frequent heads and the
    shuffled-subject control. Intermediate checkpoints give quality against wall time.
 4. Diagnostic: the CKA decoder's accuracy on the seen facts with h_e injected and from plain tokens.
-5. Routing: trelm against no_routing at equal wall time, and cheaper attribution settings.
+5. Routing: each routed base (trelm; the extension) against itself without routing, step phases and time
+   to the unrouted run's final seen-fact MRR; cheaper attribution settings on trelm, the routing warm-up,
+   wider paths and trained groups on the extension (ROUTING_OPTIONS).
 
 Writes DIR/results.json, DIR/facts.jsonl, DIR/checkpoints/{VARIANT}-seed{N}/ (see issue 12), and prints
 the README table. `--rescore DIR` recomputes results.json's figures from the exports and facts alone.
