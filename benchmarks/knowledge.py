@@ -13,7 +13,9 @@
    objects (`trelm.evaluate.candidates`), for seen / held-out x long-tail / frequent heads and the
    shuffled-subject control. Intermediate checkpoints give quality against wall time.
 4. Diagnostic: the CKA decoder's accuracy on the seen facts with h_e injected and from plain tokens.
-5. Routing: trelm against no_routing at equal wall time, and cheaper attribution settings.
+5. Routing: each routed base (trelm; the extension) against itself without routing, step phases and time
+   to the unrouted run's final seen-fact MRR; cheaper attribution settings on trelm, the routing warm-up,
+   wider paths and trained groups on the extension (ROUTING_OPTIONS).
 
 Writes DIR/results.json, DIR/facts.jsonl, DIR/checkpoints/{VARIANT}-seed{N}/ (see issue 12), and prints
 the README table. `--rescore DIR` recomputes results.json's figures from the exports and facts alone.
@@ -44,20 +46,37 @@ from trelm.evaluate.candidates import SPLITS, largest_difference, rescore, score
 
 CORE = ("mlm_only", "no_injection", "no_memory", "no_routing", "trelm")
 EXTENSION = "trelm_plain_cka"
-# the extension without routing (all seeds: under routing it learns little, see the README) and, on
-# fewer seeds, with routing and with the span view: (trainer variant, model, routing overrides, all seeds?)
+# the extension with and without routing (all seeds: the winning configuration is the one without) and, on
+# fewer seeds, with the span view: (trainer variant, model, routing overrides, all seeds?)
 EXTENSION_RUNS = {
     "trelm_plain_cka_no_routing": (EXTENSION, {}, {"enabled": False}, True),
-    EXTENSION: (EXTENSION, {}, {}, False),
+    EXTENSION: (EXTENSION, {}, {}, True),
     "trelm_plain_span": (EXTENSION, {"cka_plain_view": "span"}, {}, False),
 }
-# cheaper attribution (issue 12, point 6): each a trelm run with these routing settings
+# routing options (issue 12), each a routed run on `--option-seeds` seeds: (routed base, routing overrides).
+# The cheaper attribution settings run on the paper's trelm; the settings meant to give routed training
+# room to learn run on the extension, the only configuration whose probe moves with training here.
 ROUTING_OPTIONS = {
-    "trelm_refresh25": {"refresh_every": 25},
-    "trelm_first_order": {"mode": "first_order"},
-    "trelm_targets1": {"max_targets": 1},
+    "trelm_refresh25": ("trelm", {"refresh_every": 25}),
+    "trelm_first_order": ("trelm", {"mode": "first_order"}),
+    "trelm_targets1": ("trelm", {"max_targets": 1}),
+    "trelm_plain_cka_full50": (EXTENSION, {"full_steps": 50}),
+    "trelm_plain_cka_top25": (EXTENSION, {"top_fraction": 0.25}),
+    "trelm_plain_cka_train_head": (EXTENSION, {"train_groups": ["embeddings", "head", "layer_norm"]}),
 }
+# routed base -> the same configuration without routing: the reference routing must beat on wall time
+ROUTING_PAIRS = {"trelm": "no_routing", EXTENSION: "trelm_plain_cka_no_routing"}
 SEEN = ("seen_long_tail", "seen_frequent")
+ROUTING_TIMES = (
+    "step_s_median",
+    "forward_s_median",
+    "backward_s_median",
+    "optimizer_s_median",
+    "attribution_s_total",
+    "train_s",
+    "trainable_share",
+)
+PHASES = ("attribution_s", "forward_s", "memory_s", "backward_s", "optimizer_s")  # the trainer's step laps
 
 
 # ---------------------------------------------------------------- the world
@@ -71,9 +90,9 @@ def build_world(work: Path, args) -> tuple[Path, list[dict], str]:
     from preprocessing.kg import KGConfig, load_kg
     from preprocessing.kge import KGEConfig
     from preprocessing.select import SelectConfig, select
-    from trelm.model import backbone_location
+    from storage.tokens import model_location
 
-    tokenizer = AutoTokenizer.from_pretrained(backbone_location("minilm"))
+    tokenizer = AutoTokenizer.from_pretrained(model_location("minilm"))
     cfg = world.WorldConfig(long_tail_people=args.long_tail_people, frequent_people=args.frequent_people)
     persons = world.people(cfg, set(tokenizer.get_vocab()))
     run_dir = work / "run"
@@ -111,11 +130,11 @@ def tiny_backbone(folder: Path, args, texts: list[str]) -> Path:
     to the word pieces `texts` use. Greedy longest-match WordPiece then splits those texts exactly as the
     full vocabulary does (every piece it chose is kept), and a 30k-row embedding no longer dominates a
     step on 2 CPU cores."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from transformers import AutoTokenizer
 
-    from trelm.model import backbone_location
+    from storage.tokens import model_location
 
-    full = AutoTokenizer.from_pretrained(backbone_location("minilm"))
+    full = AutoTokenizer.from_pretrained(model_location("minilm"))
     used = {t for ids in full(texts, add_special_tokens=False)["input_ids"] for t in ids}
     keep = sorted(used | set(full.all_special_ids))
     full.save_pretrained(folder)
@@ -129,16 +148,23 @@ def tiny_backbone(folder: Path, args, texts: list[str]) -> Path:
     )  # noqa: E501
     if ours != theirs or len(tokenizer) != len(keep):
         raise RuntimeError("the cut vocabulary does not tokenize the corpus as the full one does")
+    random_bert(folder, len(tokenizer), args.hidden, args.layers)
+    return folder
+
+
+def random_bert(folder: Path, vocab_size: int, hidden: int, layers: int) -> None:
+    """A randomly initialised BertForMaskedLM of this shape (d_ff = 4 x hidden, 32-wide heads) in `folder`."""
+    from transformers import BertConfig, BertForMaskedLM
+
     config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden // 32),
-        intermediate_size=4 * args.hidden,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 32),
+        intermediate_size=4 * hidden,
         max_position_embeddings=64,
     )
     BertForMaskedLM(config).save_pretrained(folder)
-    return folder
 
 
 def _cut_vocabulary(path: Path, vocab: dict[str, int]) -> None:
@@ -254,7 +280,12 @@ def run_config(variant: str, name: str, seed: int, warm: Path, args, model: dict
             "variant": variant,
             "name": name,
             "model": {"backbone": str(warm), "init": "pretrained", **model},
-            "routing": {"refresh_every": args.refresh_every, "max_targets": args.max_targets, **routing},
+            "routing": {
+                "refresh_every": args.refresh_every,
+                "max_targets": args.max_targets,
+                "mode": args.mode,
+                **routing,
+            },
             "train": {
                 "micro_batch_size": args.micro_batch,
                 "max_steps": args.steps,
@@ -302,13 +333,18 @@ def timing(log: dict[str, list[float]], wall: float) -> dict:
     steps = log["step_s"]
     return {
         "train_s": float(sum(steps)),
-        "step_s_median": statistics.median(steps[2:] or steps),
+        "step_s_median": _median_after_two(steps),
         "attribution_s_total": float(sum(log.get("attribution_s", [0.0]))),
         "refreshes": int(sum(log.get("refreshed", [0.0]))),
-        "backward_s_median": statistics.median(log["backward_s"][2:] or log["backward_s"]),
+        **{f"{phase}_median": _median_after_two(log[phase]) for phase in PHASES},
         "trainable_share": statistics.median(log.get("trainable_share", [1.0])),
         "process_wall_s": wall,
     }
+
+
+def _median_after_two(values: list[float]) -> float:
+    """The median without the first two steps (allocations, the first refresh)."""
+    return statistics.median(values[2:] or values)
 
 
 def curve(cfg, ckpt: Path, log: dict, facts: list[dict]) -> list[dict]:
@@ -500,24 +536,36 @@ def time_to(record: dict, target: float) -> float | None:
 
 
 def routing_report(records: dict) -> dict:
-    """Routed runs against no_routing: step time, and the wall time each takes to reach no_routing's final
-    seen-fact MRR (the goal: at most 0.7 x no_routing's wall time)."""
-    full = records["no_routing"]
+    """Per routed base (ROUTING_PAIRS) present: its runs and options against the same configuration without
+    routing: step time, and the wall time each takes to reach the reference's final seen-fact MRR (the goal:
+    at most 0.7 x the reference's wall time)."""
+    out = {}
+    for base, reference in ROUTING_PAIRS.items():
+        if base in records and reference in records:
+            names = [
+                reference,
+                base,
+                *(n for n, (b, _) in ROUTING_OPTIONS.items() if b == base and n in records),
+            ]
+            out[base] = routing_pair(records, reference, names)
+    return out
+
+
+def routing_pair(records: dict, reference: str, names: list[str]) -> dict:
+    full = records[reference]
     target = statistics.mean(seen_mrr(r["splits"]) for r in full.values())
     full_time = statistics.mean(r["timing"]["train_s"] for r in full.values())
-    out = {"target_seen_mrr": target, "no_routing_train_s": full_time, "runs": {}}
-    for name in [n for n in records if n == "trelm" or n in ROUTING_OPTIONS or n == "no_routing"]:
+    out = {"reference": reference, "target_seen_mrr": target, "reference_train_s": full_time, "runs": {}}
+    for name in names:
         seeds = records[name].values()
         reached = [time_to(r, target) for r in seeds]
         ratios = [t / full_time for t in reached if t is not None]
         out["runs"][name] = {
-            "step_s": statistics.mean(r["timing"]["step_s_median"] for r in seeds),
-            "attribution_s_total": statistics.mean(r["timing"]["attribution_s_total"] for r in seeds),
+            **{key: statistics.mean(r["timing"][key] for r in seeds) for key in ROUTING_TIMES},
             "attribution_per_refresh_s": statistics.mean(
                 r["timing"]["attribution_s_total"] / max(1, r["timing"]["refreshes"]) for r in seeds
             ),
-            "train_s": statistics.mean(r["timing"]["train_s"] for r in seeds),
-            "seen_mrr_final": statistics.mean(seen_mrr(r["splits"]) for r in seeds),
+            "seen_mrr_final": mean_std([seen_mrr(r["splits"]) for r in seeds]),
             "reached": f"{len(ratios)}/{len(reached)}",
             "time_ratio_to_target": statistics.mean(ratios) if len(ratios) == len(reached) else None,
         }
@@ -563,7 +611,10 @@ def variant_plan(args) -> list[tuple[str, str, dict, dict, list[int]]]:
     if not args.no_extension:
         plan += [(n, v, m, r, seeds if full else few) for n, (v, m, r, full) in EXTENSION_RUNS.items()]
     if not args.no_routing_options:
-        plan += [(n, "trelm", {}, r, few) for n, r in ROUTING_OPTIONS.items()]
+        plan += [
+            (n, base, EXTENSION_RUNS[base][1] if base in EXTENSION_RUNS else {}, r, few)
+            for n, (base, r) in ROUTING_OPTIONS.items()
+        ]
     return [p for p in plan if not args.only or p[0] in args.only]
 
 
@@ -620,9 +671,9 @@ def progress_line(name: str, seed: int, record: dict) -> str:
 
 
 def _minilm() -> str:
-    from trelm.model import backbone_location
+    from storage.tokens import model_location
 
-    return backbone_location("minilm")
+    return model_location("minilm")
 
 
 def assemble(args, records: dict, warm: dict, warm_scores: dict, facts: list[dict], seconds: float) -> dict:
@@ -634,7 +685,7 @@ def assemble(args, records: dict, warm: dict, warm_scores: dict, facts: list[dic
         "summary": stats,
         "goal": goal(stats) if stats else {},
         "equal_wall_time": equal_wall_time(records, core) if core else {},
-        "routing": routing_report(records) if {"no_routing", "trelm"} <= set(records) else {},
+        "routing": routing_report(records),
         "diagnostic": {n: {k: r.get("diagnostic") for k, r in s.items()} for n, s in records.items()},
         "timing": {n: {k: r["timing"] for k, r in s.items()} for n, s in records.items()},
         "curves": {n: {k: r["curve"] for k, r in s.items()} for n, s in records.items()},
@@ -663,25 +714,34 @@ def report(results: dict) -> str:
         "",
         table(stats, results["goal"], diag, results["equal_wall_time"]),
     ]
-    if results["routing"]:
-        r = results["routing"]
-        lines += [
-            "",
-            f"routing (target: no_routing's final seen MRR {r['target_seen_mrr']:.3f} in "
-            f"{r['no_routing_train_s']:.0f} s of training; goal: <= 0.7x):",
-            "",
-            "| run | step s (median) | attribution s per refresh / total | train s | seen MRR | reached "
-            "| time to target / no_routing's train s |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, row in r["runs"].items():
-            ratio = "-" if row["time_ratio_to_target"] is None else f"{row['time_ratio_to_target']:.2f}"
-            lines.append(
-                f"| {name} | {row['step_s']:.3f} | {row['attribution_per_refresh_s']:.2f} / "
-                f"{row['attribution_s_total']:.0f} | {row['train_s']:.0f} "
-                f"| {row['seen_mrr_final']:.3f} | {row['reached']} | {ratio} |"
-            )
+    for pair in results["routing"].values():
+        lines += ["", *routing_table(pair)]
     return "\n".join(lines)
+
+
+def routing_table(pair: dict) -> list[str]:
+    """One routed base against its reference: step phases (medians), attribution, trainable share,
+    training time, final seen MRR and the time to reach the reference's."""
+    ref = pair["reference"]
+    lines = [
+        f"routing against {ref} (target: its final seen MRR {pair['target_seen_mrr']:.3f} in "
+        f"{pair['reference_train_s']:.0f} s of training; goal: <= 0.7x):",
+        "",
+        "| run | step s | forward / backward / optimizer s | attribution s per refresh / total | trainable "
+        f"| train s | seen MRR | reached | time to target / {ref}'s train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in pair["runs"].items():
+        ratio = "-" if row["time_ratio_to_target"] is None else f"{row['time_ratio_to_target']:.2f}"
+        mrr = row["seen_mrr_final"]
+        lines.append(
+            f"| {name} | {row['step_s_median']:.3f} | {row['forward_s_median']:.3f} / "
+            f"{row['backward_s_median']:.3f} / {row['optimizer_s_median']:.3f} | "
+            f"{row['attribution_per_refresh_s']:.2f} / {row['attribution_s_total']:.0f} | "
+            f"{row['trainable_share']:.0%} | {row['train_s']:.0f} | {mrr[0]:.3f} ± {mrr[1]:.3f} | "
+            f"{row['reached']} | {ratio} |"
+        )
+    return lines
 
 
 def parse_args(argv=None):
@@ -700,12 +760,15 @@ def parse_args(argv=None):
     )
     parser.add_argument("--steps", type=int)
     parser.add_argument(
-        "--curve-points", type=int, default=6, help="Checkpoints per run for the wall-time curve."
+        "--curve-points", type=int, default=4, help="Checkpoints per run for the wall-time curve."
     )
     parser.add_argument("--micro-batch", type=int, default=16)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--refresh-every", type=int, default=10, help="trelm's attribution refresh (steps).")
     parser.add_argument("--max-targets", type=int, default=4)
+    parser.add_argument(
+        "--mode", choices=("ig", "first_order"), default="ig", help="routing.mode of every run."
+    )
     parser.add_argument("--warm-steps", type=int)
     parser.add_argument("--warm-lr", type=float)
     parser.add_argument(
@@ -727,7 +790,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     defaults = {
-        "steps": (300, 3000),
+        "steps": (200, 3000),  # quick: the extension's seen-fact gain levels off by step 150-200 (curves)
         "lr": (1e-3, 1e-4),
         "warm_steps": (400, 2000),
         "warm_lr": (1e-3, 5e-4),

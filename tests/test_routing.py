@@ -200,6 +200,21 @@ def test_sparse_autograd_matches_dense_on_active_and_is_zero_elsewhere(mode):
         torch.testing.assert_close(rb, db)
 
 
+@pytest.mark.parametrize("mode", ["rows", "cols"])
+def test_every_neuron_active_gives_the_dense_gradient(mode):
+    """The routing warm-up activates every neuron: the weight gradient is then the full one."""
+    torch.manual_seed(0)
+    dense = nn.Linear(6, 8) if mode == "rows" else nn.Linear(8, 6)
+    routed = RoutedLinear.wrap(dense, mode)
+    routed.set_active(torch.arange(8))
+    x = torch.randn(2, 3, dense.in_features)
+    grad_out = torch.randn(2, 3, dense.out_features)
+    expected = torch.autograd.grad(dense(x), (dense.weight, dense.bias), grad_out)
+    torch.testing.assert_close(
+        torch.autograd.grad(routed(x), (routed.weight, routed.bias), grad_out), expected
+    )
+
+
 def test_select_by_top_fraction_and_threshold():
     scores = [torch.tensor([0.5, -1.0, 2.0, 1.0, 0.3, 0.0, 1.9, 0.1, 0.2, 0.45])]
     top = Router(None, RoutingConfig(select="top_fraction", top_fraction=0.25)).select(scores)
@@ -236,6 +251,28 @@ def test_lazy_adamw_leaves_zero_gradient_elements_alone():
     assert moved.tolist() == [[True, False, False], [False, False, True]]
     # per-element bias correction: an element seen once more is at step 2, the others stay at 1
     assert optimizer.state[param]["elem_step"].tolist() == [[2, 1, 1], [1, 1, 2]]
+
+
+def test_lazy_adamw_reads_the_paths_of_a_routed_weight_and_still_skips_zero_gradients():
+    """A routed weight tells LazyAdamW its active rows/columns; inside them an exactly-zero gradient still
+    leaves its element alone, and the update equals the scanning one."""
+    grad = torch.zeros(4, 3)
+    grad[1] = torch.tensor([1.0, 0.0, -2.0])
+    grad[3] = torch.tensor([0.5, 0.25, 0.0])
+    results = []
+    for hinted in (True, False):
+        torch.manual_seed(0)  # the same initial weights for both
+        linear = nn.Linear(3, 4)
+        routed = RoutedLinear.wrap(linear, "rows")
+        if hinted:
+            routed.set_active(torch.tensor([1, 3]))
+        optimizer = LazyAdamW([routed.weight], lr=0.1, weight_decay=0.5)
+        before = routed.weight.detach().clone()
+        routed.weight.grad = grad.clone()
+        optimizer.step()
+        results.append(routed.weight.detach().clone())
+        assert ((results[-1] != before) == (grad != 0)).all()
+    torch.testing.assert_close(results[0], results[1])
 
 
 def installed(cfg=None, seed_batch=1):
@@ -313,6 +350,34 @@ def test_train_groups_share_state_dict_and_refresh_every():
     assert [p.tolist() for p in clone.paths] == [p.tolist() for p in router.paths]
     assert clone.last_refresh_step == 0
     assert router.refresh(make_batch(seed=7), 0.5, step=3)["refreshed"] == 1.0
+    # the next micro-batch of the same optimizer step (gradient accumulation) keeps its paths
+    assert router.refresh(make_batch(seed=8), 0.5, step=3)["refreshed"] == 0.0
+
+
+def test_routing_warm_up_updates_everything_then_only_the_paths():
+    """full_steps=2: steps 0-1 train every parameter with no attribution; at step 2 the groups freeze, the
+    paths are attributed, and from then on a step changes only them (momentum of the warm-up included)."""
+    model = TinyTRELM()
+    router = Router(model, RoutingConfig(top_fraction=0.25, full_steps=2))
+    router.install()
+    trainable = router.trainable_parameters()
+    assert len(trainable) == len(list(model.parameters()))
+    optimizer = LazyAdamW(trainable, lr=0.01)
+    query = "bert.bert.encoder.layer.0.attention.self.query.weight"
+    for step in range(3):
+        stats = router.refresh(make_batch(seed=step), 0.5, step)
+        assert stats["refreshed"] == float(step == 2) and (router.paths is None) == (step < 2)
+        before = snapshot(model)
+        routed_loss(model, make_batch(seed=step)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step < 2:
+            after = snapshot(model)
+            assert not torch.equal(after[query], before[query])
+            ffn = "bert.bert.encoder.layer.0.intermediate.dense.weight"
+            assert (after[ffn] != before[ffn]).any(1).all()  # every neuron's row moved
+    assert stats["trainable_share"] < 0.5 and not dict(model.named_parameters())[query].requires_grad
+    assert_only_paths_changed(model, router, before)
 
 
 def free_port():
@@ -371,3 +436,16 @@ def test_routed_step_under_deepspeed_zero(single_rank, stage):
         assert_only_paths_changed(model, router, before)
     stats = router.refresh(make_batch(seed=5), 0.5, step=1)
     assert stats["refreshed"] == 1.0 and stats["selected_layer1"] == 16.0
+
+
+def test_routing_warm_up_is_refused_under_zero3():
+    from pydantic import ValidationError
+
+    from trelm.config import PretrainConfig
+
+    warm_up = {"routing": {"full_steps": 5}}
+    assert PretrainConfig.model_validate({**warm_up, "train": {"zero_stage": 2}}).routing.full_steps == 5
+    with pytest.raises(ValidationError, match="full_steps"):
+        PretrainConfig.model_validate({**warm_up, "train": {"zero_stage": 3}})
+    no_routing = {"routing": {"full_steps": 5, "enabled": False}, "train": {"zero_stage": 3}}
+    assert PretrainConfig.model_validate(no_routing).train.zero_stage == 3

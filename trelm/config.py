@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trelm.modelconfig import ModelConfig
 from trelm.routingconfig import RoutingConfig
@@ -74,6 +74,14 @@ class PretrainConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig, description="Backbone, KMB, CKA (Eq. 2-8).")
     routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Dynamic knowledge routing.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The DeepSpeed run.")
+
+    @model_validator(mode="after")
+    def _warm_up_below_zero3(self) -> PretrainConfig:
+        """A routing warm-up freezes parameters mid-run; ZeRO-3 has partitioned them by then."""
+        routing = self.effective().routing  # a variant may switch routing off
+        if routing.enabled and routing.full_steps > 0 and self.train.zero_stage == 3:
+            raise ValueError("routing.full_steps > 0 needs train.zero_stage 0-2 (ZeRO-3 partitions first)")
+        return self
 
     def runs(self) -> list[PretrainConfig]:
         """The configured variant, then each of `compare` (deduplicated), as single-run configs."""

@@ -49,6 +49,14 @@ class RoutingConfig(BaseModel):
         description="Attribution runs on the sequences holding the batch's first max_targets CKA targets "
         "(all targets in them summed): its cost is m copies of those sequences per layer.",
     )
+    full_steps: int = Field(
+        0,
+        ge=0,
+        description="Routing warm-up: the first N optimizer steps update every parameter (no attribution), "
+        "then routing starts (the paper: DKR pays once knowledge paths are established). 0 (default, the "
+        "paper's schedule) routes from the first step. The optimizer then holds every parameter; "
+        "ZeRO-3 is not supported with N > 0 (parameters are frozen after DeepSpeed partitioned them).",
+    )
     train_groups: list[TrainGroup] = Field(
         default_factory=list,
         description="Parameter groups that train in full besides the paths: embeddings, attention, "

@@ -194,6 +194,10 @@ class Trainer:
         engine, *_ = deepspeed.initialize(
             model=self.parts.model, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
+        if self.dist.world == 1 and self.cfg.train.zero_stage == 0:
+            # one rank has nothing to average, but DeepSpeed would still flatten every gradient, all-reduce
+            # it and copy it back each step (under ZeRO 1-3 the same call also partitions: left on there)
+            engine.enable_backward_allreduce = False
         return engine
 
     def _train_log(self) -> TrainLog:

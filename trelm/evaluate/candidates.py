@@ -41,6 +41,7 @@ def candidate_ranks(model, tokenizer, facts: Sequence[dict], subject_key: str = 
 
     device = next(model.parameters()).device
     ranks: list[float] = []
+    ids_of: dict[tuple[str, ...], list[int]] = {}  # a relation's candidates, tokenized once (not per fact)
     for start in range(0, len(facts), batch):
         chunk = facts[start : start + batch]
         sentences = [
@@ -53,7 +54,10 @@ def candidate_ranks(model, tokenizer, facts: Sequence[dict], subject_key: str = 
         if len(at_mask) != len(chunk):
             raise ValueError("every probe sentence needs exactly one mask token")
         for fact, row in zip(chunk, at_mask, strict=True):
-            ids = candidate_ids(tokenizer, fact["candidates"])
+            labels = tuple(fact["candidates"])
+            if labels not in ids_of:
+                ids_of[labels] = candidate_ids(tokenizer, labels)
+            ids = ids_of[labels]
             scores = row[ids].tolist()
             ranks.append(rank_of(scores, fact["candidates"].index(fact["object"])))
     return ranks
