@@ -622,8 +622,8 @@ def run_all(args, out: Path) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from trelm.modelconfig import ModelConfig
-    from trelm.warmstart import WarmStartConfig, warm_start
+    from trelm.config import ModelConfig, WarmStartConfig
+    from trelm.warmstart import warm_start
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

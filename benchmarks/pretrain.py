@@ -170,9 +170,9 @@ def checkpoint_scores(run_dir: Path, name: str, heldout: Path, args) -> dict[int
     import torch
 
     from trelm.batch import TokenInfo
+    from trelm.config import ModelConfig
     from trelm.evaluate.kg_probe import evaluate_kg_probe
     from trelm.model import load_backbone
-    from trelm.modelconfig import ModelConfig
 
     plain = ModelConfig(
         backbone=args.backbone, init=args.init, inject_knowledge=False, memory_bank=False, cka=False

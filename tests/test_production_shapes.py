@@ -111,10 +111,9 @@ def test_router_generator_lives_on_the_samplers_device_not_the_models():
     from transformers import BertConfig, BertForMaskedLM
 
     from trelm.batch import TokenInfo
+    from trelm.config import ModelConfig, RoutingConfig
     from trelm.model import TrelmModel
-    from trelm.modelconfig import ModelConfig
     from trelm.routing import Router
-    from trelm.routingconfig import RoutingConfig
 
     tokenizer = load_tokenizer("minilm")
     config = BertConfig(

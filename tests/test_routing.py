@@ -12,8 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from trelm.routing import LazyAdamW, RoutedLinear, Router
-from trelm.routingconfig import RoutingConfig
+from trelm.config import RoutingConfig
+from trelm.lazyadam import LazyAdamW
+from trelm.routing import Router
+from trelm.sparse import RoutedLinear
 
 VOCAB, HIDDEN, D_FF, LAYERS, SEQ, ROWS = 40, 32, 64, 2, 7, 3
 SPAN = slice(2, 5)  # scaled span of every row; P is read inside it, so the last layer's neurons matter too

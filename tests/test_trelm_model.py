@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from trelm.batch import IGNORE, EntityRows, TokenInfo, make_batch
+from trelm.config import ModelConfig
 from trelm.memory import window_means
 from trelm.model import TrelmModel, load_backbone
-from trelm.modelconfig import ModelConfig
 
 WORDPIECE = [
     "[PAD]",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from trelm.modelconfig import ModelConfig
+from trelm.config import ModelConfig
 
 IGNORE = -100  # label of tokens that are not predicted (torch cross_entropy's ignore_index)
 

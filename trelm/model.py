@@ -35,9 +35,9 @@ from torch import nn
 
 from storage.tokens import model_location
 from trelm.batch import IGNORE, Batch, EntityRows, TokenInfo
+from trelm.config import ModelConfig
 from trelm.losses import UnigramSampler, cka_log_probability, cka_logits, cka_loss, mlm_loss, total_loss
 from trelm.memory import MemoryBank, span_mean, window_means
-from trelm.modelconfig import ModelConfig
 
 FRESH_ATTRIBUTE = "trelm_fresh_parameters"  # set by load_backbone: MLM parameters with no pretrained value
 

@@ -19,17 +19,8 @@ score >= threshold x the layer's max (none when the max is <= 0). Neuron j owns 
 is in `train_groups` (embeddings, attention, layer_norm, ffn_output_bias, head); parameters the model
 reports as new (`new_parameter_names`, no pretrained value) always train.
 
-Compute saving. Frozen groups get requires_grad=False, so autograd computes no weight gradient for them
-(nor input gradients below the lowest trainable parameter). The FFN linears become `RoutedLinear` (the same
-parameter objects under the same names: state dicts and the HF export are unchanged) whose autograd Function
-computes the full input gradient but the weight gradient only for the active rows (grad_W[S] = g[:, S]^T x)
-or columns (grad_W[:, S] = g^T x[:, S]), exact zeros elsewhere: that matmul shrinks to |S| / d_ff of its
-dense size. The optimizer gets only the trainable parameters. `LazyAdamW` moves an element only where its
-gradient is non-zero, so rows off the current paths do not drift on momentum of earlier steps (elementwise
-because DeepSpeed ZeRO 1-2 hands the optimizer flat fp32 partitions, where rows are not visible but zeros
-are); it gathers those elements and updates only them, so its cost on a routed FFN weight is two passes
-(compare, nonzero) plus |S| / d_ff of AdamW's. Gradients stay dense-shaped, so data-parallel gradient
-communication is not reduced, only compute.
+Compute saving: the FFN linears become `trelm.sparse.RoutedLinear` (weight gradients of the active rows or
+columns only) and the optimizer is `trelm.lazyadam.LazyAdamW` (moves only elements with a gradient).
 
 Routing warm-up (`full_steps`, not in the paper): the first N steps update every parameter (every neuron
 active, no attribution), then the groups freeze and routing starts. The optimizer is built once, so it
@@ -83,177 +74,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from trelm.routingconfig import RoutingConfig
+from trelm.config import RoutingConfig
+from trelm.sparse import COLS, ROWS, RoutedLinear
 
-ROWS, COLS = "rows", "cols"
-PATH_ATTRIBUTE = "trelm_path"  # on a routed FFN weight: (mode, active indices), read by LazyAdamW
 ALWAYS_TRAIN = ("ffn_path", "new")
-
-
-class _RowColSparseLinear(torch.autograd.Function):
-    """y = x W^T + b with the weight gradient computed only for the active rows or columns of W."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, active, mode):
-        # the parameter itself is saved (not a copy): under ZeRO-3 DeepSpeed re-gathers it before backward
-        ctx.save_for_backward(x, weight, active)
-        ctx.mode = mode
-        return F.linear(x, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight, active = ctx.saved_tensors
-        flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
-        flat_x = x.reshape(-1, x.shape[-1])
-        grad_x = grad_out @ weight if ctx.needs_input_grad[0] else None
-        grad_w = (
-            _weight_grad(flat_grad, flat_x, weight, active, ctx.mode) if ctx.needs_input_grad[1] else None
-        )
-        grad_b = _bias_grad(flat_grad, active, ctx.mode) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None
-
-
-def _weight_grad(flat_grad, flat_x, weight, active, mode) -> torch.Tensor:
-    """Dense-shaped weight grad: exact zeros outside the active rows/columns, only |S| of them computed."""
-    if active.numel() == weight.shape[0 if mode == ROWS else 1]:  # every neuron (routing warm-up): dense
-        return flat_grad.t() @ flat_x
-    grad_w = weight.new_zeros(weight.shape)
-    if mode == ROWS:  # grad_W[S] = g[:, S]^T x
-        return grad_w.index_copy_(0, active, flat_grad.index_select(1, active).t() @ flat_x)
-    columns = flat_grad.t() @ flat_x.index_select(1, active)  # grad_W[:, S] = g^T x[:, S]
-    return grad_w.index_copy_(1, active, columns)
-
-
-def _bias_grad(flat_grad, active, mode) -> torch.Tensor:
-    """rows: bias j belongs to neuron j (zeros off S); cols: the output bias is shared, full gradient."""
-    if mode == ROWS:
-        grad_b = flat_grad.new_zeros(flat_grad.shape[-1])
-        return grad_b.index_copy_(0, active, flat_grad.index_select(1, active).sum(0))
-    return flat_grad.sum(0)
-
-
-class RoutedLinear(nn.Linear):
-    """nn.Linear whose weight gradient covers only `active_indices` (rows for `intermediate.dense`, columns
-    for `output.dense`). The custom Function runs inside this module's forward, so ZeRO-3's per-module gather
-    hooks see it like any Linear."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = ROWS, device=None):
-        super().__init__(in_features, out_features, bias, device=device)
-        if mode not in (ROWS, COLS):
-            raise ValueError(f"mode must be {ROWS!r} or {COLS!r}, got {mode!r}")
-        self.mode = mode
-        self.register_buffer("active_indices", torch.empty(0, dtype=torch.long), persistent=False)
-
-    @classmethod
-    def wrap(cls, linear: nn.Linear, mode: str) -> RoutedLinear:
-        """A RoutedLinear holding `linear`'s own parameter objects (no copy of the data)."""
-        routed = cls(linear.in_features, linear.out_features, linear.bias is not None, mode, device="meta")
-        routed.weight = linear.weight
-        routed.bias = linear.bias
-        routed.active_indices = torch.empty(0, dtype=torch.long, device=linear.weight.device)
-        return routed
-
-    def set_active(self, indices: torch.Tensor) -> None:
-        self.active_indices = indices.to(device=self.active_indices.device, dtype=torch.long)
-        setattr(self.weight, PATH_ATTRIBUTE, (self.mode, self.active_indices))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _RowColSparseLinear.apply(x, self.weight, self.bias, self.active_indices, self.mode)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, mode={self.mode}, active={self.active_indices.numel()}"
-
-
-class LazyAdamW(torch.optim.Optimizer):
-    """AdamW that updates moments, weight decay and parameter only where grad != 0, with per-element bias
-    correction (each element counts the steps it was updated in). Equals torch AdamW when no gradient is 0."""
-
-    def __init__(
-        self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01
-    ):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    self._update(param, group)
-        return loss
-
-    def _state(self, param: torch.Tensor) -> dict:
-        """`step` (scalar, as torch's AdamW keeps it) counts the tensor's steps, `elem_step` each element's.
-        A checkpoint converted to DeepSpeed's universal format (a resume on another number of ranks) carries
-        only step and the moments: `elem_step` is then rebuilt as `step` where the element has been updated
-        (exp_avg_sq > 0), which is exact for elements updated at every step since their first, and makes the
-        bias correction of the others slightly too weak (about 1 - beta2 ** step)."""
-        state = self.state[param]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-            state["elem_step"] = torch.zeros_like(param, dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
-        elif "elem_step" not in state:
-            step = state["step"].to(device=param.device, dtype=torch.float32)
-            state["elem_step"] = torch.where(state["exp_avg_sq"] > 0, step, torch.zeros_like(step))
-        return state
-
-    def _update(self, param: torch.Tensor, group: dict) -> None:
-        """Only the elements with a non-zero gradient are gathered, updated and written back: on a routed
-        FFN weight that is |S| / d_ff of the tensor (10% at top_fraction 0.1) instead of ~20 full-size
-        elementwise passes over it, and where the weight carries its paths (`PATH_ATTRIBUTE`) only their
-        elements are even looked at. A dense gradient skips the gather (index None)."""
-        state = self._state(param)
-        state["step"].add_(1)
-        flat_grad = param.grad.reshape(-1)
-        index = _path_elements(param)
-        if index is None:
-            touched = flat_grad != 0
-            index = None if bool(touched.all()) else touched.nonzero().squeeze(1)
-        else:  # only the paths' elements can have a gradient: no scan of the rest
-            index = index[flat_grad.index_select(0, index) != 0]
-        views = [t.view(-1) for t in (param, state["exp_avg"], state["exp_avg_sq"], state["elem_step"])]
-        values = [v if index is None else v.index_select(0, index) for v in views]
-        grad = flat_grad if index is None else flat_grad.index_select(0, index)
-        for view, new in zip(views, _adamw_elements(*values, grad, group), strict=True):
-            if index is None:
-                view.copy_(new)
-            else:
-                view.index_copy_(0, index, new)
-
-
-def _path_elements(param: torch.Tensor) -> torch.Tensor | None:
-    """Flat indices of a routed FFN weight's active rows or columns, the only elements RoutedLinear's
-    backward gives a gradient, or None (scan the gradient): no hint, every neuron active, or a gradient
-    that is not the parameter's shape (DeepSpeed ZeRO 1-3 and bf16 hand the optimizer flat partitions)."""
-    hint = getattr(param, PATH_ATTRIBUTE, None)
-    if hint is None or param.grad.shape != param.shape:
-        return None
-    mode, active = hint
-    rows, cols = param.shape
-    if active.numel() == (rows if mode == ROWS else cols):
-        return None
-    if mode == ROWS:
-        return (active[:, None] * cols + torch.arange(cols, device=active.device)).reshape(-1)
-    return (torch.arange(rows, device=active.device)[:, None] * cols + active).reshape(-1)
-
-
-def _adamw_elements(param, exp_avg, exp_avg_sq, elem_step, grad, group: dict) -> tuple:
-    """AdamW on the gathered elements, each with its own step count: new (param, m, v, steps)."""
-    (beta1, beta2), lr = group["betas"], group["lr"]
-    steps = elem_step + 1
-    exp_avg = exp_avg.lerp(grad, 1 - beta1)
-    exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
-    bias1, bias2_sqrt = 1 - beta1**steps, (1 - beta2**steps).sqrt()
-    denom = (exp_avg_sq.sqrt() / bias2_sqrt).add_(group["eps"])
-    update = lr * exp_avg / bias1 / denom + lr * group["weight_decay"] * param
-    return param - update, exp_avg, exp_avg_sq, steps
 
 
 def _module_group(name: str, module: nn.Module) -> str:

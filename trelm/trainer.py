@@ -95,7 +95,7 @@ class ModelParts:
 
     def optimizer(self, params, train) -> torch.optim.Optimizer:
         """LazyAdamW under routing (a row off the paths does not move on old momentum), AdamW otherwise."""
-        from trelm.routing import LazyAdamW
+        from trelm.lazyadam import LazyAdamW
 
         kind = LazyAdamW if self.router is not None else torch.optim.AdamW
         return kind(params, lr=train.lr, weight_decay=train.weight_decay)

@@ -16,26 +16,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from storage.errors import ConfigError
-from trelm.modelconfig import ModelConfig
-
-
-class WarmStartConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(200, ge=1, description="Optimizer steps of MLM on the corpus.")
-    micro_batch_size: int = Field(16, ge=1, description="Sequences per step.")
-    lr: float = Field(5e-4, gt=0, description="AdamW learning rate (constant after a linear warmup).")
-    warmup_steps: int = Field(20, ge=0, description="Linear warmup from 0 to lr.")
-    train_backbone: bool = Field(
-        False,
-        description="False: only the parameters load_backbone had no pretrained value for (the fresh MLM "
-        "head) train; True: every parameter does.",
-    )
-    seed: int = Field(0, description="Seeds data order, masking and dropout.")
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU (None: default).")
+from trelm.config import ModelConfig, WarmStartConfig
 
 
 def warm_start(model_cfg: ModelConfig, cfg: WarmStartConfig, run_dir: Path, out: Path) -> dict:
