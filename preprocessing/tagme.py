@@ -56,6 +56,12 @@ class TagmeConfig(BaseModel):
         le=1,
         description="Spotting threshold on lp(a) (0.001 in TAGME v1.1; later versions 0.02-0.1).",
     )
+    link_prob_per_article: bool = Field(
+        False,
+        description="lp(a) = articles linking a / articles containing a (Wikify's keyphraseness), instead of "
+        "per occurrence: an article links an entity once however often it names it, so per occurrence an "
+        "often-named entity gets a small lp everywhere and rho prunes its mentions.",
+    )
     max_candidates: int = Field(
         10, ge=1, description="Most common targets of an anchor that take part in voting."
     )
