@@ -13,8 +13,8 @@ merged by DuckDB (out of core, so the full enwiki's ~40M (anchor, target) pairs 
    kept anchor is counted -> text_count, and link_prob = link_count / text_count; or, with
    `link_prob_per_article`, articles linking the anchor / articles containing it (the keyphraseness
    of Mihalcea and Csomai 2007): Wikipedia links an entity once an article, so counting every
-   occurrence makes lp small for whatever an article names often (`Kentucky`, 50 times in
-   `Abraham Lincoln`, linked once there) and rho pruning then drops its mentions everywhere.
+   occurrence makes lp small for whatever an article names often (`Kentucky`, 22 times in
+   `Abraham Lincoln`, which links it once) and rho pruning then drops its mentions everywhere.
 """
 
 from __future__ import annotations
