@@ -8,9 +8,10 @@ The anchor dictionary and the in-link sets come from the run's own `pages` (see
   >= `min_link_prob`. Overlapping spots are resolved greedily by link probability, then length: a
   spot inside a longer spot with a higher lp is dropped, and so is a container whose inner spot
   has the higher lp. Spots over the page's own (gold) anchors are skipped. Given the text, two
-  rules use its capitals (`plausible`): a one-word piece of a longer capitalized name (`name_pieces`)
-  or a piece of a compound (`compound_pieces`) is no spot, since the whole is the mention and the piece names
-  something else; and a KG alias that is no anchor must be capitalized.
+  rules use its capitals (`plausible`): a one-word piece of a longer capitalized name
+  (`name_pieces`) or the modifier of a compound (`compound_pieces`) is no spot, since the whole is
+  the mention and the piece names something else; and a KG alias that is no anchor must be
+  capitalized.
 - Voting: vote_b(p_a) = sum over p_b in Pg(b) of rel(p_b, p_a) * Pr(p_b|b) / |Pg(b)|, and
   rel_a(p_a) = sum over b != a of vote_b(p_a), with Milne-Witten relatedness over in-link sets.
   Every occurrence of one anchor text in a page is one voter (repeats would vote for themselves),
