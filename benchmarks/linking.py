@@ -89,6 +89,7 @@ ABLATION = {
     "  without name-piece rule": {"name_pieces": False},
     "  without compound-piece rule": {"compound_pieces": False},
     "  with min_link_count 2": {"min_link_count": 2},
+    "  with lp per article": {"link_prob_per_article": True},
 }
 # the full linker's mentions again, pruned harder: what precision costs in recall (no re-linking)
 RHOS = (0.2, 0.3, 0.4, 0.5)
@@ -161,12 +162,18 @@ def hidden_links(hidden: dict[int, dict], gold: dict[int, dict]) -> tuple[dict[i
 # ---------------------------------------------------------------- the baseline and the scoring
 
 
-def oracle_baseline(pages: dict[int, dict], hidden: dict[int, list[dict]]) -> dict[int, list[dict]]:
-    """Each hidden link's exact surface looked up among all visible links: its most common target."""
+def visible_senses(pages: dict[int, dict]) -> dict[str, Counter]:
+    """Anchor key -> its targets' counts among all visible links."""
     senses: dict[str, Counter] = defaultdict(Counter)
     for page in pages.values():
         for ln in page["links"]:
             senses[tagme.anchor_key(page["text"][ln["start"] : ln["end"]])][ln["target"]] += 1
+    return senses
+
+
+def oracle_baseline(pages: dict[int, dict], hidden: dict[int, list[dict]]) -> dict[int, list[dict]]:
+    """Each hidden link's exact surface looked up among all visible links: its most common target."""
+    senses = visible_senses(pages)
     found = {}
     for page_id, links in hidden.items():
         text, found[page_id] = pages[page_id]["text"], []
@@ -178,20 +185,46 @@ def oracle_baseline(pages: dict[int, dict], hidden: dict[int, list[dict]]) -> di
     return found
 
 
+def answer(ln: dict, mentions: list[dict]) -> dict | None:
+    """The mention that answers hidden link `ln`: the one with the largest overlap, if any."""
+    over = [(min(m["end"], ln["end"]) - max(m["start"], ln["start"]), m) for m in mentions]
+    over = [(size, m) for size, m in over if size > 0]
+    return max(over, key=lambda o: o[0])[1] if over else None
+
+
 def score(hidden: dict[int, list[dict]], found: dict[int, list[dict]]) -> dict[str, float]:
     n = answered = correct = 0
     for page_id, links in hidden.items():
         mentions = found.get(page_id, [])
         for ln in links:
             n += 1
-            over = [(min(m["end"], ln["end"]) - max(m["start"], ln["start"]), m) for m in mentions]
-            over = [(size, m) for size, m in over if size > 0]
-            if over:
+            m = answer(ln, mentions)
+            if m is not None:
                 answered += 1
-                correct += max(over, key=lambda o: o[0])[1]["target"] == ln["target"]
+                correct += m["target"] == ln["target"]
     p = correct / answered if answered else 1.0
     r = correct / n if n else 0.0
     return {"P": p, "R": r, "F1": 2 * p * r / (p + r) if p + r else 0.0, "answered": answered}
+
+
+def error_class(ln: dict, m: dict | None, text: str, senses: dict[str, Counter]) -> str:
+    """What happened to one hidden link, and whether the visible anchors knew its surface (`seen`:
+    as an anchor of its target, `other sense`: only of other targets, `unseen`: not an anchor)."""
+    counts = senses.get(tagme.anchor_key(text[ln["start"] : ln["end"]]))
+    known = "unseen" if not counts else "seen" if ln["target"] in counts else "other sense"
+    if m is None:
+        return f"missed ({known})"
+    if (m["start"], m["end"]) != (ln["start"], ln["end"]):
+        return "right, other span" if m["target"] == ln["target"] else "piece or longer span, wrong"
+    return "right" if m["target"] == ln["target"] else f"wrong sense ({known})"
+
+
+def breakdown(pages, hidden, found, senses) -> Counter:
+    return Counter(
+        error_class(ln, answer(ln, found.get(page_id, [])), pages[page_id]["text"], senses)
+        for page_id, links in hidden.items()
+        for ln in links
+    )
 
 
 # ---------------------------------------------------------------- linking, one forked process a row
@@ -248,7 +281,7 @@ def in_fresh_process(fn, args):
         return pool.submit(fn, args).result()
 
 
-def linker_rows(run, pages, hidden, names, progress) -> list[dict]:
+def linker_rows(run, pages, hidden, names, senses, progress) -> list[dict]:
     rows = []
     aliases = stand_in_aliases(run, pages)
     for name in names:
@@ -267,6 +300,8 @@ def linker_rows(run, pages, hidden, names, progress) -> list[dict]:
         if progress:
             print(format_row(rows[-1]), flush=True)
         if name == FULL:
+            if progress:
+                print(format_breakdown(breakdown(pages, hidden, found, senses)), flush=True)
             for rho in RHOS:
                 pruned = {k: [m for m in v if m["rho"] >= rho] for k, v in found.items()}
                 rows.append({"linker": f"  the same, rho >= {rho}", **score(hidden, pruned)})
@@ -354,6 +389,10 @@ COLUMNS = [
 ]
 
 
+def format_breakdown(counts: Counter) -> str:
+    return "    hidden links: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
 def format_row(r: dict) -> str:
     cells = [f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in COLUMNS]
     return "| " + " | ".join(cells) + " |"
@@ -373,13 +412,13 @@ def bench(src: Path, copies: int, names, args) -> None:
             f"(holdout {args.holdout}, seed {args.seed}); {changed} pages left out (text changed)"
         )
         print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
-        baseline = {
-            "linker": "oracle-spotting most common sense (reference)",
-            **score(hidden, oracle_baseline(pages, hidden)),
-        }
+        oracle = oracle_baseline(pages, hidden)
+        baseline = {"linker": "oracle-spotting most common sense (reference)", **score(hidden, oracle)}
         print(format_row(baseline), flush=True)
+        senses = visible_senses(pages)
+        print(format_breakdown(breakdown(pages, hidden, oracle, senses)), flush=True)
         if names:
-            linker_rows(run, {i: pages[i] for i in hidden}, hidden, names, progress=True)
+            linker_rows(run, {i: pages[i] for i in hidden}, hidden, names, senses, progress=True)
         print_footprint(run)
 
 

@@ -10,7 +10,11 @@ merged by DuckDB (out of core, so the full enwiki's ~40M (anchor, target) pairs 
    spots (one character, only digits and punctuation, more than `max_anchor_tokens` tokens, linked
    fewer than `min_link_count` times) are dropped here and counted.
 2. text: every n-gram of every article (the same tokens and line barriers as spotting) that is a
-   kept anchor is counted -> text_count, and link_prob = link_count / text_count.
+   kept anchor is counted -> text_count, and link_prob = link_count / text_count; or, with
+   `link_prob_per_article`, articles linking the anchor / articles containing it (the keyphraseness
+   of Mihalcea and Csomai 2007): Wikipedia links an entity once an article, so counting every
+   occurrence makes lp small for whatever an article names often (`Kentucky`, 22 times in
+   `Abraham Lincoln`, which links it once) and rho pruning then drops its mentions everywhere.
 """
 
 from __future__ import annotations
@@ -47,12 +51,14 @@ log = logging.getLogger(__name__)
 
 _LINK_COUNTS = pa.schema([("anchor", pa.string()), ("target", pa.string()), ("count", pa.int64())])
 _INLINK_PAIRS = pa.schema([("target", pa.string()), ("page_id", pa.int64()), ("source", pa.int64())])
-_TEXT_COUNTS = pa.schema([("anchor", pa.string()), ("count", pa.int64())])
+# occurrences, and articles with at least one (for `link_prob_per_article`)
+_TEXT_COUNTS = pa.schema([("anchor", pa.string()), ("count", pa.int64()), ("articles", pa.int64())])
+_LINKED_ARTICLES = pa.schema([("anchor", pa.string()), ("articles", pa.int64())])
 
 
 def dictionary_provenance(tagme_cfg: tagme.TagmeConfig, run_dir: Path) -> Provenance:
     pages = read_manifest(run_dir, PAGES)
-    config = {"min_link_count": tagme_cfg.min_link_count, "max_anchor_tokens": tagme_cfg.max_anchor_tokens}
+    config = tagme_cfg.model_dump(include={"min_link_count", "max_anchor_tokens", "link_prob_per_article"})
     code = module_code_version(__name__)
     return Provenance(stable_hash(config), (("pages", pages["fingerprint"]),), code)
 
@@ -76,7 +82,7 @@ def build_dictionary(
         _text_counts_part, [(p, staging, keys_path) for p in parts], workers, "dictionary: text", progress
     )
     _number_targets(conn, staging)
-    manifest = _write_anchors(conn, staging, run_dir, provenance, drops)
+    manifest = _write_anchors(conn, staging, run_dir, provenance, drops, tagme_cfg.link_prob_per_article)
     _write_link_targets(conn, run_dir, provenance)
     conn.close()
     shutil.rmtree(staging, ignore_errors=True)
@@ -103,15 +109,18 @@ def _link_counts_part(job: tuple[Path, Path]) -> None:
     """Anchor -> target counts and (target, target page, source) triples of one pages part, staged."""
     path, staging = job
     counts: Counter = Counter()
+    articles: Counter = Counter()  # anchor -> articles that link it
     pairs: set[tuple[str, int | None, int]] = set()
     for batch in iter_batches(path, ["page_id", "text", "links"]):
         for page_id, text, links in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
-            for link in links:
-                target = link["target"]
-                counts[(tagme.anchor_key(text[link["start"] : link["end"]]), target)] += 1
-                pairs.add((target, link["target_page_id"], page_id))
+            keys = [tagme.anchor_key(text[link["start"] : link["end"]]) for link in links]
+            for key, link in zip(keys, links, strict=True):
+                counts[(key, link["target"])] += 1
+                pairs.add((link["target"], link["target_page_id"], page_id))
+            articles.update(set(keys))
     rows = [(a, p, c) for (a, p), c in counts.items()]
     _stage(staging / "links" / path.name, _LINK_COUNTS, rows)
+    _stage(staging / "linked" / path.name, _LINKED_ARTICLES, list(articles.items()))
     _stage(staging / "pairs" / path.name, _INLINK_PAIRS, list(pairs))
 
 
@@ -181,12 +190,17 @@ def _text_counts_part(job: tuple[Path, Path, Path]) -> None:
     path, staging, keys_path = job
     anchors, max_tokens = _kept_anchors(keys_path)
     counts: Counter = Counter()
+    articles: Counter = Counter()  # anchor -> articles whose text has it
     tokenizer = tagme.nlp().tokenizer
     for batch in iter_batches(path, ["text"], batch_size=256):
         for doc in tokenizer.pipe(batch.column(0).to_pylist()):
             tokens, _, _, breaks = tagme.token_arrays(doc)
-            count_anchor_text(tokens, breaks, anchors, max_tokens, counts)
-    _stage(staging / "text" / path.name, _TEXT_COUNTS, list(counts.items()))
+            in_article: Counter = Counter()
+            count_anchor_text(tokens, breaks, anchors, max_tokens, in_article)
+            counts.update(in_article)
+            articles.update(in_article.keys())
+    rows = [(a, c, articles[a]) for a, c in counts.items()]
+    _stage(staging / "text" / path.name, _TEXT_COUNTS, rows)
 
 
 # ---------------------------------------------------------------- outputs
@@ -202,20 +216,30 @@ def _number_targets(conn, staging: Path) -> None:
     )
 
 
-def _write_anchors(conn, staging: Path, run_dir: Path, provenance: Provenance, drops: dict) -> dict:
+def _write_anchors(
+    conn, staging: Path, run_dir: Path, provenance: Provenance, drops: dict, per_article: bool
+) -> dict:
     # an anchor's link occurrences are text occurrences too; tokenization quirks (an anchor split
     # differently inside a sentence) can leave text_count below link_count, hence the greatest()
+    link_prob = (
+        "coalesce(l.n, 0) / greatest(coalesce(t.articles, 0), coalesce(l.n, 0), 1)"
+        if per_article
+        else "k.link_count / greatest(coalesce(t.n, 0), k.link_count)"
+    )
     query = f"""
-        WITH text AS (SELECT anchor, sum(count)::BIGINT AS n
+        WITH text AS (SELECT anchor, sum(count)::BIGINT AS n, sum(articles)::BIGINT AS articles
                       FROM read_parquet({sql_files(staging / "text" / "*.parquet")}) GROUP BY anchor),
+             linked AS (SELECT anchor, sum(articles)::BIGINT AS n
+                        FROM read_parquet({sql_files(staging / "linked" / "*.parquet")}) GROUP BY anchor),
              targets AS (SELECT a.anchor,
                                 list({{'entity_id': e.entity_id, 'target': a.target, 'count': a.count}}
                                      ORDER BY a.count DESC, e.entity_id) AS targets
                          FROM anchor_links a JOIN entity e USING (target)
                          WHERE a.anchor IN (SELECT anchor FROM kept) GROUP BY a.anchor)
         SELECT k.anchor, k.link_count, greatest(coalesce(t.n, 0), k.link_count) AS text_count,
-               (k.link_count / greatest(coalesce(t.n, 0), k.link_count))::FLOAT AS link_prob, g.targets
-        FROM kept k LEFT JOIN text t USING (anchor) JOIN targets g USING (anchor) ORDER BY k.anchor"""
+               ({link_prob})::FLOAT AS link_prob, g.targets
+        FROM kept k LEFT JOIN text t USING (anchor) LEFT JOIN linked l USING (anchor)
+        JOIN targets g USING (anchor) ORDER BY k.anchor"""
     stats = {**drops, "anchors": conn.execute("SELECT count(*) FROM kept").fetchall()[0][0]}
     return _write_query(conn, query, run_dir, ANCHORS, provenance, stats)
 

@@ -98,8 +98,8 @@ def spots(tokens: list[str], breaks, caps: list[bool] | None, forms: dict[str, F
 
 
 def _spottable_here(s: tagme.Spot, form: Form, tokens, breaks, caps, dictionary, cfg) -> bool:
-    """No form may break the spot rules (`Hermes` of `Hermes Trismegistus`, `physics` of `modern
-    physics`: the article's link of `physics` says nothing of the compound); a short form must
+    """No form may break the spot rules (`Hermes` of `Hermes Trismegistus`, `quantum` of `quantum
+    field`: the article's link of `quantum` says nothing of the compound); a short form must
     be capitalized in the text, and where it is an anchor of the dump that never names the entity,
     the dump's evidence wins (`Smith`)."""
     row = dictionary.row(s.key)

@@ -8,9 +8,10 @@ The anchor dictionary and the in-link sets come from the run's own `pages` (see
   >= `min_link_prob`. Overlapping spots are resolved greedily by link probability, then length: a
   spot inside a longer spot with a higher lp is dropped, and so is a container whose inner spot
   has the higher lp. Spots over the page's own (gold) anchors are skipped. Given the text, two
-  rules use its capitals (`plausible`): a piece of a longer capitalized name (`name_pieces`) or of
-  a compound (`compound_pieces`) is no spot, since the whole is the mention and the piece names
-  something else; and a KG alias that is no anchor must be capitalized.
+  rules use its capitals (`plausible`): a one-word piece of a longer capitalized name
+  (`name_pieces`) or the modifier of a compound (`compound_pieces`) is no spot, since the whole is
+  the mention and the piece names something else; and a KG alias that is no anchor must be
+  capitalized.
 - Voting: vote_b(p_a) = sum over p_b in Pg(b) of rel(p_b, p_a) * Pr(p_b|b) / |Pg(b)|, and
   rel_a(p_a) = sum over b != a of vote_b(p_a), with Milne-Witten relatedness over in-link sets.
   Every occurrence of one anchor text in a page is one voter (repeats would vote for themselves),
@@ -56,6 +57,12 @@ class TagmeConfig(BaseModel):
         le=1,
         description="Spotting threshold on lp(a) (0.001 in TAGME v1.1; later versions 0.02-0.1).",
     )
+    link_prob_per_article: bool = Field(
+        False,
+        description="lp(a) = articles linking a / articles containing a (Wikify's keyphraseness), instead of "
+        "per occurrence: an article links an entity once however often it names it, so per occurrence an "
+        "often-named entity gets a small lp everywhere and rho prunes its mentions.",
+    )
     max_candidates: int = Field(
         10, ge=1, description="Most common targets of an anchor that take part in voting."
     )
@@ -73,13 +80,13 @@ class TagmeConfig(BaseModel):
     )
     name_pieces: bool = Field(
         True,
-        description="Drop a capitalized spot that is only a piece of a longer capitalized name in the "
-        "text (`Fort` of `Fort Riley`): the whole name is an entity the dictionary lacks.",
+        description="Drop a capitalized one-word spot that is only a piece of a longer capitalized name in "
+        "the text (`Fort` of `Fort Riley`): the whole name is an entity the dictionary lacks.",
     )
     compound_pieces: bool = Field(
         True,
-        description="Drop a lower-case spot next to a content word (`decimal point`, `landscape "
-        "architecture`), unless its lp reaches `compound_min_link_prob`: the compound is the mention.",
+        description="Drop a lower-case spot followed by a content word (`decimal` of `decimal point`), "
+        "unless its lp reaches `compound_min_link_prob`: the compound is the mention, the spot modifies it.",
     )
     compound_min_link_prob: float = Field(
         0.3, ge=0, le=1, description="Link probability at which a compound piece is spotted anyway."
@@ -455,9 +462,12 @@ def _capital_at(i: int, tokens, breaks, caps) -> bool:
 
 
 def name_piece(s: Spot, tokens: list[str], breaks, caps: list[bool]) -> bool:
-    """A capitalized spot inside a longer run of capitalized words (`Black` of `Black Hawk War`,
-    `Statistics` of `Institute for Statistics`), connectors like `of` allowed inside the run."""
-    if not caps[s.first]:
+    """A capitalized one-word spot inside a longer run of capitalized words (`Black` of `Black Hawk
+    War`, `Statistics` of `Institute for Statistics`), connectors like `of` allowed inside the run.
+
+    A spot of several words is a name the dump links as a whole: the capitals next to it are
+    mostly titles and demonyms (`President William McKinley`, `the French Pierre-Joseph Proudhon`)."""
+    if not caps[s.first] or s.stop - s.first > 1:
         return False
     right = s.stop + (s.stop < len(tokens) and tokens[s.stop] in _CONNECTORS)
     if right > s.stop and breaks[s.stop]:
@@ -490,17 +500,12 @@ def _content_word(i: int, tokens, breaks, caps) -> bool:
 
 
 def compound_piece(s: Spot, tokens: list[str], breaks, caps: list[bool]) -> bool:
-    """A lower-case spot next to a content word on its line (`decimal point`, `landscape
-    architecture`, `Indian philosophy`). A capitalized spot followed by one is left alone: that
-    is a name followed by its verb as often as a compound (`Lincoln signed`)."""
-    if caps[s.first]:
-        return False
-    if _content_word(s.stop, tokens, breaks, caps):
-        return True
-    i = s.first - 1
-    if i < 0 or breaks[i] or not tokens[i].isalpha() or tokens[i] in _stop_words():
-        return False
-    return not caps[i] or not sentence_initial(tokens, breaks, i)
+    """A lower-case spot followed by a content word on its line (`decimal point`, `landscape
+    architecture` for `landscape`): English compounds end in their head, so the spot modifies an
+    entity it does not name. A spot after a modifier is that head and keeps its sense (`sinful
+    idolatry`, `opposing authority`). A capitalized spot is left alone: a name followed by its
+    verb is as common as a compound (`Lincoln signed`)."""
+    return not caps[s.first] and _content_word(s.stop, tokens, breaks, caps)
 
 
 def plausible(

@@ -206,7 +206,8 @@ ANCHORS = DatasetSchema(
         ]
     ),
     "TAGME anchor dictionary: lower-cased token-joined anchor text, how often it is a link and how often"
-    " it occurs as text (link_prob = link_count / text_count), and its link targets by count (commonness).",
+    " it occurs as text, link_prob (link_count / text_count, or per article with"
+    " `link.tagme.link_prob_per_article`), and its link targets by count (commonness).",
 )
 
 LINK_TARGETS = DatasetSchema(

@@ -189,5 +189,14 @@ def test_name_and_compound_pieces():
     assert tagme.name_piece(spot_of("hawk"), tokens, breaks, caps)
     assert tagme.name_piece(spot_of("brazil"), tokens, breaks, caps)  # `Outline of` starts the name
     assert not tagme.name_piece(spot_of("he"), tokens, breaks, caps)
-    assert tagme.compound_piece(spot_of("architecture"), tokens, breaks, caps)
+    # a spot of several words is a name of its own, whatever capitals precede it
+    title = "The French Pierre Proudhon wrote."
+    doc = tagme.nlp()(title)
+    t_tokens, t_starts, _, t_breaks = tagme.token_arrays(doc)
+    t_caps = [title[i : i + 1].isupper() for i in t_starts]
+    assert not tagme.name_piece(tagme.Spot(2, 4, "pierre proudhon", 0.1), t_tokens, t_breaks, t_caps)
+    assert tagme.name_piece(tagme.Spot(3, 4, "proudhon", 0.1), t_tokens, t_breaks, t_caps)
+    # the modifier of a compound is a piece; its head keeps its sense
+    assert tagme.compound_piece(spot_of("landscape"), tokens, breaks, caps)
+    assert not tagme.compound_piece(spot_of("architecture"), tokens, breaks, caps)
     assert not tagme.compound_piece(spot_of("saw"), tokens, breaks, caps)  # `he` and `the`: stop words

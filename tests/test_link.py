@@ -68,6 +68,9 @@ def test_dictionary_link_probability_and_commonness(run_dir):
     assert [(t["target"], t["count"]) for t in jaguar["targets"]] == [("Jaguar", 2), ("Jaguar Cars", 2)]
     # "brazil" and "amazon" are linked once: kept by min_link_count 1, dropped by TAGME's 2
     assert set(anchors) == {"jaguar", "brazil", "amazon"} and manifest["stats"]["mentions_anchor"] == 6
+    # per article: linked in pages 3, 4, 5 of the 5 whose text has it
+    link(LinkConfig(workers=1, tagme=TagmeConfig(link_prob_per_article=True)), run_dir, progress=False)
+    assert {r["anchor"]: r["link_prob"] for r in _rows(run_dir, ANCHORS)}["jaguar"] == pytest.approx(3 / 5)
     link(LinkConfig(workers=1, tagme=TagmeConfig(min_link_count=2)), run_dir, progress=False)
     assert {r["anchor"] for r in _rows(run_dir, ANCHORS)} == {"jaguar"}
     targets = {r["target"]: r for r in _rows(run_dir, LINK_TARGETS)}
