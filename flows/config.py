@@ -13,11 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.ops import OrchestrationConfig
-from preprocessing.download import DownloadConfig
-from preprocessing.ingest import IngestConfig
-from preprocessing.kg import KGConfig
-from preprocessing.link import LinkConfig
-from preprocessing.select import SelectConfig
+from preprocessing.config import DownloadConfig, IngestConfig, KGConfig, LinkConfig, SelectConfig
 from storage.configio import deep_merge, write_yaml
 from storage.errors import ConfigError
 from storage.tokens import same_tokenizer

@@ -19,7 +19,6 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -31,13 +30,11 @@ import urllib3
 from pydantic import Field
 from tqdm import tqdm
 
+from preprocessing.config import DownloadConfig
 from storage import layout
 from storage.errors import InputError, RetryableError, TrelmError
 from storage.shards import atomic_write_text
 
-# Wikimedia asks dump downloaders for a User-Agent with a way to reach the operator: the person
-# running the pipeline gives theirs in TRELM_CONTACT (an e-mail or URL) or in download.user_agent.
-CONTACT_ENV = "TRELM_CONTACT"
 PART_SUFFIX = ".part"
 
 JOBS_BY_LAYOUT = {
@@ -45,68 +42,12 @@ JOBS_BY_LAYOUT = {
     "recombined": ("articlesmultistreamdumprecombine", "redirecttable", "pagepropstable"),
 }
 _DATE_HREF = re.compile(r'href="(?:[^"]*/)?(\d{8})/?"')
-_WIKIMEDIA_HOSTS = ("dumps.wikimedia.org", "dumps.wikimedia.your.org")
 
 
-def _package_version() -> str:
-    try:
-        return version("trelm-pipeline")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
-def _default_user_agent() -> str:
-    contact = os.environ.get(CONTACT_ENV, "").strip()
-    who = f"contact: {contact}" if contact else f"no contact given: set {CONTACT_ENV}"
-    return f"trelm-pipeline/{_package_version()} (Wikipedia dumps downloader; {who})"
 
 
-class DownloadConfig(pydantic.BaseModel):
-    """Where to download a dump run from and how politely."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    mirror: str = Field(
-        "https://dumps.wikimedia.org",
-        pattern=r"^(https?|file)://",
-        description="Dump mirror base URL: http(s)://host[/path] or file:///local/mirror (a folder laid "
-        "out like the mirror: {wiki}/{date}/dumpstatus.json).",
-    )
-    wiki: str = Field("enwiki", pattern=r"^[a-z][a-z0-9_]*$", description="Wiki database name, e.g. enwiki.")
-    date: str = Field(
-        "latest",
-        pattern=r"^(latest|\d{8})$",
-        description="Dump run date YYYYMMDD, or 'latest' for the newest run whose needed jobs are all done.",
-    )
-    layout: Literal["split", "recombined"] = Field(
-        "split",
-        description="'split': the multistream files in parts (pages-articles-multistreamN + indexN), which "
-        "ingest can read in parallel; 'recombined': the single multistream file and its index.",
-    )
-    max_connections: int = Field(
-        2, ge=1, description="Files downloaded at once. Wikimedia etiquette: at most 2 per client."
-    )
-    user_agent: str = Field(
-        default_factory=_default_user_agent,
-        min_length=1,
-        description="User-Agent header; Wikimedia requires a descriptive one with contact information.",
-    )
-    retries: int = Field(5, ge=0, description="Retries per request after a network error or a bad transfer.")
-    backoff_s: float = Field(2.0, ge=0, description="First retry delay in seconds; doubles with each retry.")
-    timeout_s: float = Field(60.0, gt=0, description="Connect and read timeout of each request, in seconds.")
-    chunk_bytes: int = Field(1 << 20, ge=1, description="Read/write/hash chunk size in bytes.")
-
-    @pydantic.field_validator("mirror")
-    @classmethod
-    def _strip_slash(cls, mirror: str) -> str:
-        return mirror.rstrip("/")
-
-    @pydantic.model_validator(mode="after")
-    def _etiquette(self) -> DownloadConfig:
-        # Other mirrors set their own limits; Wikimedia's own servers ask for at most 2 connections.
-        if urlparse(self.mirror).hostname in _WIKIMEDIA_HOSTS and self.max_connections > 2:
-            raise ValueError("max_connections must be at most 2 for Wikimedia's dump servers")
-        return self
 
 
 class DumpNotFoundError(InputError, ValueError):

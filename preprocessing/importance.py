@@ -38,41 +38,16 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from itertools import chain
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from preprocessing.config import SIConfig
 from preprocessing.sequences import load_tokenizer, model_location
 from storage.configio import device_name
 
 MIN_COSINE = 1e-6  # SI = 1 / max(cos, MIN_COSINE), see the module doc
 
 
-class SIConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    encoder: str = Field(
-        "minilm",
-        description='Encoder for SI: "minilm" (the packaged all-MiniLM-L6-v2), a local folder or a hub id.',
-    )
-    replacement: Literal["mask", "unk", "drop"] = Field(
-        "mask",
-        description="How the mention is replaced in h_rep: every token to the mask token, to the unknown "
-        "token, or the tokens removed.",
-    )
-    pooling: Literal["mean", "cls"] = Field(
-        "mean",
-        description="Sentence representation: mean of the last hidden states over non-padding tokens, "
-        "or the first token.",
-    )
-    batch_size: int = Field(64, ge=1, description="Rows per forward pass (a sequence or one replaced copy).")
-    device: str = Field("auto", description='Torch device; "auto": cuda when available, else cpu.')
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto",
-        description="Compute precision (autocast): auto is bfloat16 on a GPU that has it (float16 on "
-        "one that does not) and float32 on CPU.",
-    )
 
 
 def compute_dtype(cfg: SIConfig, device):

@@ -13,7 +13,6 @@ Two phases, each resumable part by part:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from preprocessing import dumpfiles, htmldump
+from preprocessing.config import IngestConfig
 from preprocessing.dumpfiles import DumpFileError, StreamRange
 from preprocessing.htmldump import add_html_article, is_enterprise_html
 from preprocessing.pages import PageRows, add_page
@@ -33,7 +32,6 @@ from preprocessing.parallel import process_pool
 from preprocessing.resolve import STAGED_PAGES, resolve_links
 from preprocessing.templates import RenderOptions
 from storage.code import module_code_version
-from storage.duck import MemoryLimit
 from storage.schemas import PAGES, REDIRECTS
 from storage.shards import (
     PartInfo,
@@ -49,44 +47,6 @@ from storage.shards import (
 log = logging.getLogger(__name__)
 
 
-class IngestConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Extraction processes."
-    )
-    pages_per_part: int = Field(
-        20_000,
-        ge=1,
-        description="Pages (all namespaces, redirects included) per output part: the unit of resume.",
-    )
-    rows_per_row_group: int = Field(
-        512, ge=1, description="Articles per Parquet row group (bounds writer memory)."
-    )
-    duckdb_memory_limit: MemoryLimit = Field(
-        "2GB", description="DuckDB memory limit for the link-resolution join."
-    )
-    keep_staging: bool = Field(False, description="Keep the unresolved staged parts after a successful run.")
-    html_part_mb: int = Field(
-        256,
-        ge=1,
-        description="Enterprise HTML dumps: a part also ends after this many MB of article JSON (an "
-        "article's HTML is several times its wikitext, and a worker holds its part in memory).",
-    )
-    max_lost_fraction: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Largest share of the input that damage may lose before ingest fails: pages of "
-        "streams that are cut or corrupt (counted by the index), pages cut or left without </page>, "
-        "and, read in one pass, the bytes after a corrupt spot. 0: any damage fails the stage; what is "
-        "allowed is counted by reason in the pages manifest.",
-    )
-    convert_output: bool = Field(
-        False,
-        description="Wikitext dumps: render {{convert}} with its conversion, '5 kilometres (3.1 mi)', "
-        "instead of the value and unit alone. HTML dumps always have it (MediaWiki rendered them).",
-    )
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,13 @@ from operator import itemgetter
 from pathlib import Path
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from preprocessing.config import KGConfig
 from preprocessing.dumpfiles import file_hash
 from storage import layout
 from storage.code import module_code_version
-from storage.duck import MemoryLimit, sql_files
+from storage.duck import sql_files
 from storage.errors import InputError
 from storage.schemas import KG_ENTITIES, KG_RELATIONS, KG_TRIPLES, DatasetSchema
 from storage.shards import (
@@ -66,24 +66,6 @@ class KGFilesError(InputError, FileNotFoundError):
     """Wikidata5M files missing from the configured folder: the message says what to download."""
 
 
-class KGConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path | None = Field(
-        None,
-        description="Folder of the Wikidata5M files (plain or .gz). None: no KG; linking still runs and "
-        "every kg_id is null.",
-    )
-    triples: str = Field(
-        "all",
-        pattern=r"^(all|(transductive|inductive)_(train|valid|test))$",
-        description="Triple file: `all` (wikidata5m_all_triplet.txt) or a split such as "
-        "`transductive_train` (wikidata5m_transductive_train.txt).",
-    )
-    rows_per_part: int = Field(2_000_000, ge=1, description="Rows per output Parquet part.")
-    duckdb_memory_limit: MemoryLimit = Field(
-        "4GB", description="DuckDB memory limit; past it, tables spill to a temp folder under the run."
-    )
 
 
 # ---------------------------------------------------------------- input files

@@ -28,14 +28,13 @@ import hashlib
 import logging
 import pickle
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
+from preprocessing.config import KGEConfig
 from preprocessing.dumpfiles import file_hash
 from preprocessing.kg import KGFilesError
 from storage.code import module_code_version
@@ -67,42 +66,6 @@ class GraphViteFormatError(InputError, ValueError):
     fix = "set kge.graphvite_path to a GraphVite Wikidata5M model, e.g. transe_wikidata5m.pkl"
 
 
-class KGEConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: Literal["train", "graphvite"] = Field(
-        "train",
-        description="`train`: TransE (PyKEEN) on the run's KG triples; `graphvite`: a pretrained GraphVite "
-        "Wikidata5M model (graphvite_path).",
-    )
-    graphvite_path: Path | None = Field(
-        None, description="A GraphVite Wikidata5M pickle, e.g. transe_wikidata5m.pkl (source `graphvite`)."
-    )
-    dim: int = Field(64, ge=1, description="TransE dimension when training (GraphVite's models have 512).")
-    epochs: int = Field(100, ge=1, description="Training epochs over the KG triples.")
-    batch_size: int = Field(
-        1024,
-        ge=1,
-        description="Training triples per batch. Every step also updates and re-normalises the whole entity "
-        "matrix, so a large KG wants large batches.",
-    )
-    learning_rate: float = Field(0.01, gt=0, description="Adam learning rate.")
-    seed: int = Field(0, description="Seed of the split, the initialisation and the batch order.")
-    eval_triples: int = Field(
-        1000,
-        ge=0,
-        description="Triples held out for link-prediction evaluation (at most a tenth of them; 0: none). "
-        "They are not trained on.",
-    )
-    device: str = Field(
-        "auto", description="Torch device for training: `auto` (cuda when available), cpu, cuda."
-    )
-
-    @model_validator(mode="after")
-    def _graphvite_needs_a_path(self) -> KGEConfig:
-        if self.source == "graphvite" and self.graphvite_path is None:
-            raise ValueError("kge.source 'graphvite' needs kge.graphvite_path (e.g. transe_wikidata5m.pkl)")
-        return self
 
 
 # ---------------------------------------------------------------- entry point

@@ -12,27 +12,24 @@ KG (or when no KG is loaded) keeps its target title, page id and QID with `kg_id
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from preprocessing import aliases, discourse, tagme
 from preprocessing.anchors import build_dictionary, dictionary_provenance, load_dictionary
+from preprocessing.config import LinkConfig, RemoteTagmeConfig, TagmeConfig
 from preprocessing.parallel import process_pool
-from preprocessing.tagme import TagmeConfig
-from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeConfig, RemoteTagmeError
+from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeError
 from storage.code import module_code_version
-from storage.duck import MemoryLimit, dataset_files
+from storage.duck import dataset_files
 from storage.errors import RetryableError
 from storage.schemas import ANCHORS, KG_ENTITIES, LINK_TARGETS, MENTION, MENTIONS, PAGES, REDIRECTS
 from storage.shards import (
@@ -66,29 +63,6 @@ _RAW_MENTION = pa.schema(
 )
 
 
-class LinkConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    linker: Literal["local", "remote"] = Field(
-        "local",
-        description="`local`: TAGME over the run's own anchor dictionary; `remote`: the TAGME web API.",
-    )
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="Linking processes.")
-    tagme: TagmeConfig = Field(default_factory=TagmeConfig, description="Local TAGME parameters.")
-    remote: RemoteTagmeConfig = Field(
-        default_factory=RemoteTagmeConfig, description="The TAGME web API (linker: remote)."
-    )
-    duckdb_memory_limit: MemoryLimit = Field(
-        "2GB", description="DuckDB memory limit for the dictionary merges and alignment."
-    )
-    max_error_fraction: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Largest share of pages the remote linker may fail on (after its retries) for the "
-        "stage to complete; past it the stage fails and nothing is sealed. Failed pages are retried on "
-        "the next run either way, unless the stage completed with them allowed.",
-    )
 
 
 def link_provenance(cfg: LinkConfig, run_dir: Path) -> Provenance:

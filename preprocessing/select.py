@@ -34,15 +34,14 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 
-from preprocessing.importance import SIConfig, load_encoder, si_scores
-from preprocessing.kge import KGEConfig, read_triples, triple_array, write_entity_embeddings
+from preprocessing.config import SelectConfig, SIConfig
+from preprocessing.importance import load_encoder, si_scores
+from preprocessing.kge import read_triples, triple_array, write_entity_embeddings
 from preprocessing.sequences import page_sequences
 from storage import layout
 from storage.code import module_code_version
@@ -73,59 +72,6 @@ from storage.shards import (
     write_table,
 )
 from storage.tokens import in_text_ids
-
-
-class SelectConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_seq_len: int = Field(128, ge=8, description="Tokens per training sequence, special tokens included.")
-    policy: Literal["both", "long_tail", "frequent"] = Field(
-        "both",
-        description="Which entities may be injected (paper Figure 3): long-tail, frequent, or both.",
-    )
-    si_top_k: int = Field(
-        2, ge=0, description="Important entities per sequence: the top k by SI (0: no limit)."
-    )
-    si_threshold: float | None = Field(
-        None, description="Also require SI >= this (None: top-k alone decides)."
-    )
-    long_tail_max_freq: int | None = Field(
-        None,
-        ge=1,
-        description="Entities mentioned at most this often are long-tail; None: from long_tail_quantile.",
-    )
-    long_tail_quantile: float = Field(
-        0.8,
-        gt=0,
-        le=1,
-        description="Cut-off as a quantile of the entity frequencies (0.8: the rarest 80% of entities).",
-    )
-    long_tail_word_max_count: int = Field(
-        100,
-        ge=1,
-        description="Tokens seen at most this often (and at least word_min_count) are long-tail words.",
-    )
-    word_min_count: int = Field(5, ge=1, description="Tokens rarer than this are noise, not long-tail words.")
-    max_tail_tokens: int = Field(
-        8, ge=1, description="CKA target: at most this many tokens of the tail's label."
-    )
-    target_policy: Literal["uniform", "highest_degree"] = Field(
-        "uniform",
-        description="Which triple of an important entity is its CKA target: a seeded uniform choice among "
-        "its (not held-out) triples, or the one whose tail has the highest KG degree (hub tails).",
-    )
-    target_seed: int = Field(0, description="Seed of the uniform target choice and of the held-out split.")
-    held_out_fraction: float = Field(
-        0.1,
-        ge=0,
-        lt=1,
-        description="Share of each head's triples held out (stochastic rounding per head, at least one "
-        "triple kept): never a CKA target, not trained by the KG embeddings; see `held_out_triples`.",
-    )
-    si: SIConfig = Field(default_factory=SIConfig, description="Encoder and SI scoring.")
-    kge: KGEConfig = Field(
-        default_factory=KGEConfig, description="Knowledge embeddings h_e of the KG entities in use."
-    )
 
 
 def select_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:

@@ -35,97 +35,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import sparse
 
-
-class TagmeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_anchor_tokens: int = Field(
-        6, ge=1, description="Longest anchor, in tokens (TAGME drops longer ones)."
-    )
-    min_link_count: int = Field(
-        1,
-        ge=1,
-        description="Anchors linked fewer times are not in the dictionary. TAGME used 2 on a whole "
-        "Wikipedia; on a dump where most anchors are linked once (an excerpt, one split file) 2 drops most.",
-    )
-    min_link_prob: float = Field(
-        0.001,
-        ge=0,
-        le=1,
-        description="Spotting threshold on lp(a) (0.001 in TAGME v1.1; later versions 0.02-0.1).",
-    )
-    link_prob_per_article: bool = Field(
-        False,
-        description="lp(a) = articles linking a / articles containing a (Wikify's keyphraseness), instead of "
-        "per occurrence: an article links an entity once however often it names it, so per occurrence an "
-        "often-named entity gets a small lp everywhere and rho prunes its mentions.",
-    )
-    max_candidates: int = Field(
-        10, ge=1, description="Most common targets of an anchor that take part in voting."
-    )
-    tau: float = Field(
-        0.02, ge=0, le=1, description="tau: candidates with commonness below it cannot be chosen."
-    )
-    epsilon: float = Field(
-        0.3,
-        gt=0,
-        le=1,
-        description="epsilon: top fraction by relatedness vote kept before the commonness pick.",
-    )
-    rho_threshold: float = Field(
-        0.1, ge=0, le=1, description="rho: mentions scoring below it are pruned (0.1-0.3 useful)."
-    )
-    name_pieces: bool = Field(
-        True,
-        description="Drop a capitalized one-word spot that is only a piece of a longer capitalized name in "
-        "the text (`Fort` of `Fort Riley`): the whole name is an entity the dictionary lacks.",
-    )
-    compound_pieces: bool = Field(
-        True,
-        description="Drop a lower-case spot followed by a content word (`decimal` of `decimal point`), "
-        "unless its lp reaches `compound_min_link_prob`: the compound is the mention, the spot modifies it.",
-    )
-    compound_min_link_prob: float = Field(
-        0.3, ge=0, le=1, description="Link probability at which a compound piece is spotted anyway."
-    )
-    discourse: bool = Field(
-        True,
-        description="One sense per discourse: later mentions of a surface the article links take its target "
-        "(source `discourse`), unless TAGME's own pick is much more coherent (`discourse_veto`).",
-    )
-    short_forms: bool = Field(
-        True,
-        description="Discourse also spots the short forms of the article's linked names: a person's surname, "
-        "a title without its parenthetical (capitalized in the text, unambiguous in the article).",
-    )
-    discourse_veto: float = Field(
-        0.3,
-        ge=0,
-        le=1,
-        description="TAGME's pick overrides the discourse sense when its coherence with the window exceeds "
-        "the discourse sense's by more than this (1: never).",
-    )
-    kg_aliases: bool = Field(
-        True,
-        description="KG aliases (kg_entities) as spots and candidates of the entities they name (source "
-        "`kg-alias`), ranked below anchor evidence by `kg_alias_prior`.",
-    )
-    kg_alias_prior: float = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="Commonness given to a KG-alias candidate, and link probability of an alias that is no "
-        "anchor: below what the dump's anchors give, so anchor evidence ranks first.",
-    )
-    context_tokens: int = Field(
-        300,
-        ge=10,
-        description="Voting window: TAGME was made for short texts, so a long article is cut at line breaks "
-        "into windows of about this many tokens, each disambiguated on its own (cost linear in length).",
-    )
+from preprocessing.config import TagmeConfig
 
 
 @dataclass(frozen=True)

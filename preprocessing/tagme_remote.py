@@ -28,21 +28,19 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import pydantic
 import requests
 import tagme
-from pydantic import Field, SecretStr, field_validator
+from pydantic import SecretStr
 
+from preprocessing.config import RemoteTagmeConfig
 from preprocessing.titles import normalize_title
-from storage.errors import ConfigError, InputError, PartError, RetryableError
+from storage.errors import InputError, PartError, RetryableError
 
 log = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 _AUTH_STATUS = (401, 403)
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 _SNIPPET_CHARS = 200
 # Where a long text may be cut, strongest first: paragraph, line, sentence end, word.
 _BOUNDARIES = (
@@ -54,51 +52,6 @@ _BOUNDARIES = (
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
-class RemoteTagmeConfig(pydantic.BaseModel):
-    """Where the TAGME web API is, how to authenticate to it and how politely to call it."""
-
-    # A validation error must not echo a token that someone pasted into api_url.
-    model_config = pydantic.ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    api_url: str = Field(
-        "https://tagme.d4science.org/tagme/tag",
-        pattern=r"^https?://[^?#]+$",
-        description="The TAGME /tag endpoint, without a query string: the token goes in the POST body.",
-    )
-    lang: str = Field("en", min_length=2, description="Wikipedia language of the service: en, de or it.")
-    token_env: str = Field(
-        "TAGME_GCUBE_TOKEN",
-        min_length=1,
-        description="Environment variable holding the D4Science gcube token.",
-    )
-    token_secret_block: str | None = Field(
-        None, description="Name of a Prefect Secret block holding the token, used when the variable is unset."
-    )
-    min_rho: float = Field(0.0, ge=0, description="Keep annotations whose rho (confidence) is at least this.")
-    max_chars: int = Field(
-        4000,
-        ge=1,
-        description="Longest text sent in one request; longer texts go in pieces cut at sentences.",
-    )
-    rate_limit_per_s: float = Field(5.0, gt=0, description="Requests per second, across all threads.")
-    retries: int = Field(
-        3, ge=0, description="Retries after a network error, a timeout, HTTP 408, 429 or 5xx."
-    )
-    backoff_s: float = Field(1.0, ge=0, description="First retry delay in seconds; doubles with each retry.")
-    timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout of each request, in seconds.")
-
-    @field_validator("api_url")
-    @classmethod
-    def _https_for_the_token(cls, url: str) -> str:
-        """The token travels in the request body: only over https, or plain http to this machine."""
-        parsed = urlsplit(url)
-        if parsed.scheme != "https" and parsed.hostname not in _LOOPBACK:
-            raise ConfigError(
-                f"link.remote.api_url {parsed.scheme}://{parsed.hostname}: the token would travel "
-                "unencrypted",
-                fix="use an https:// endpoint (plain http:// only to localhost or 127.0.0.1)",
-            )
-        return url
 
 
 @dataclass(frozen=True, slots=True)
