@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.ops import OrchestrationConfig
 from preprocessing.config import DownloadConfig, IngestConfig, KGConfig, LinkConfig, SelectConfig
 from storage.configio import deep_merge, write_yaml
 from storage.errors import ConfigError
@@ -23,6 +23,55 @@ from trelm.evaluate.config import EvaluateConfig
 PRESETS_DIR = Path(__file__).with_name("presets")
 # the bundled sample lives beside the packages in a source checkout; TRELM_SAMPLE_DIR points elsewhere
 SAMPLE_DIR = Path(os.environ.get("TRELM_SAMPLE_DIR", Path(__file__).resolve().parents[1] / "sample"))
+
+
+STAGES = ("download", "ingest", "link", "select", "pretrain", "evaluate")
+
+Stage = Literal["download", "ingest", "link", "select", "pretrain", "evaluate"]
+
+RunnerKind = Literal["threads", "processes", "dask-local", "dask-address", "ray-address"]
+
+
+class OrchestrationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_until: Stage = Field(
+        "evaluate", description="The last stage the `trelm` flow runs; later stages are left out."
+    )
+    task_runner: RunnerKind = Field(
+        "threads",
+        description="Where per-part tasks run: `threads` (the CPU work goes to each stage's own worker "
+        "processes), `processes`, `dask-local` (a local Dask cluster), `dask-address` or `ray-address` "
+        "(an existing cluster at `address`).",
+    )
+    address: str | None = Field(
+        None,
+        description="Dask scheduler (tcp://host:8786) or Ray (ray://host:10001) address, for the "
+        "`*-address` task runners.",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="Threads, processes or local Dask workers; default: the CPU count."
+    )
+    lock_timeout_s: float = Field(
+        60.0,
+        ge=-1,
+        description="How long a run waits for another run holding the same run folder: 0 fails at once, "
+        "-1 waits for ever.",
+    )
+    then_deployment: str | None = Field(
+        None,
+        description="A deployment (`trelm/gpu-stages-k8s`) started with this config, every stage included, "
+        "once the run has finished the stages up to `run_until`: how a CPU job hands the GPU stages on.",
+    )
+    force: bool = Field(
+        False,
+        description="Run the stages even when this dump was already processed with the same config "
+        "(each stage still takes its cached result).",
+    )
+
+    def runs(self, stage: str) -> bool:
+        """Whether `stage` is at or before `run_until`."""
+        return STAGES.index(stage) <= STAGES.index(self.run_until)
 
 
 class PipelineConfig(BaseModel):

@@ -1,6 +1,6 @@
 """Running the pipeline as a service: which stages, on which task runner, one run per folder, done once.
 
-- **Stages and runner** (`orchestration:` in the config): `run_until` stops the parent flow after a
+- **Stages and runner** (`orchestration:` in the config, `flows.config.OrchestrationConfig`): `run_until` stops the parent flow after a
   stage (a deployment can run up to `link` on CPU nodes and leave the rest to a GPU deployment, and
   tests can stop before slow stages); `task_runner` picks where the per-part tasks run: threads (the
   default), a local Dask cluster, a Dask scheduler address or a Ray address. Dask and Ray are
@@ -19,8 +19,8 @@
   record with the same hashes ends at once ("nothing new"); a new dump date gets its own run
   folder, so earlier runs stay untouched.
 
-This module is imported by `flows.config` (it holds a config class), so it imports no Prefect,
-Dask or Ray at module level.
+Its settings are `OrchestrationConfig` in `flows.config`. The CLI imports this module for every command,
+so it imports no Prefect, Dask or Ray at module level.
 """
 
 from __future__ import annotations
@@ -33,16 +33,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from flows.config import OrchestrationConfig
 from storage.code import module_code_version
 from storage.errors import ConfigError, RetryableError
 from storage.shards import atomic_write_bytes, stable_hash
 
-STAGES = ("download", "ingest", "link", "select", "pretrain", "evaluate")
 RECORD_NAME = "_run_complete.json"
 LOCK_NAME = ".run.lock"
 HOLDER_NAME = ".run-holder.json"
@@ -50,50 +49,8 @@ HOLDER_NAME = ".run-holder.json"
 _RUNTIME_FIELDS = {"preset", "data_root", "run", "progress", "orchestration"}
 _DOWNLOAD_OUTPUT_FIELDS = {"wiki", "layout"}  # mirror, politeness and retries do not change the bytes
 
-Stage = Literal["download", "ingest", "link", "select", "pretrain", "evaluate"]
-RunnerKind = Literal["threads", "processes", "dask-local", "dask-address", "ray-address"]
 
 
-class OrchestrationConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    run_until: Stage = Field(
-        "evaluate", description="The last stage the `trelm` flow runs; later stages are left out."
-    )
-    task_runner: RunnerKind = Field(
-        "threads",
-        description="Where per-part tasks run: `threads` (the CPU work goes to each stage's own worker "
-        "processes), `processes`, `dask-local` (a local Dask cluster), `dask-address` or `ray-address` "
-        "(an existing cluster at `address`).",
-    )
-    address: str | None = Field(
-        None,
-        description="Dask scheduler (tcp://host:8786) or Ray (ray://host:10001) address, for the "
-        "`*-address` task runners.",
-    )
-    workers: int | None = Field(
-        None, ge=1, description="Threads, processes or local Dask workers; default: the CPU count."
-    )
-    lock_timeout_s: float = Field(
-        60.0,
-        ge=-1,
-        description="How long a run waits for another run holding the same run folder: 0 fails at once, "
-        "-1 waits for ever.",
-    )
-    then_deployment: str | None = Field(
-        None,
-        description="A deployment (`trelm/gpu-stages-k8s`) started with this config, every stage included, "
-        "once the run has finished the stages up to `run_until`: how a CPU job hands the GPU stages on.",
-    )
-    force: bool = Field(
-        False,
-        description="Run the stages even when this dump was already processed with the same config "
-        "(each stage still takes its cached result).",
-    )
-
-    def runs(self, stage: str) -> bool:
-        """Whether `stage` is at or before `run_until`."""
-        return STAGES.index(stage) <= STAGES.index(self.run_until)
 
 
 # ----------------------------------------------------------------------------- task runners
