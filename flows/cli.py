@@ -280,6 +280,7 @@ def sql(
     run: RunName = None,
 ) -> None:
     """Query the run's datasets with DuckDB."""
+    from flows.shell import print_table
     from storage import duck, layout
 
     columns, rows = duck.query(layout.resolve_run(data_root, run), query)
@@ -288,28 +289,16 @@ def sql(
             json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, ensure_ascii=False)
         )
     else:
-        _print_table(columns, rows)
-
-
-def _print_table(columns: list[str], rows: list[tuple]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*columns, show_lines=False)
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    Console(width=max(120, sum(len(c) + 3 for c in columns))).print(table)
-    typer.echo(f"({len(rows)} rows)")
-
-
-def _cell(value: object, limit: int = 200) -> str:
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        print_table(columns, rows)
 
 
 @app.command()
 def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
-    """Interactive DuckDB over the run: every dataset a view. `.tables`, `.schema NAME`, `.quit`."""
+    """Interactive DuckDB over the run: every dataset a view. `.tables`, `.schema NAME`, `.quit`.
+
+    On a terminal: line editing, history (Up arrow), Tab completion of views and columns, Ctrl-C clears
+    the line; a piped script runs line by line."""
+    from flows import shell
     from storage import duck, layout
 
     run_dir = layout.resolve_run(data_root, run)
@@ -317,50 +306,11 @@ def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
     typer.echo(
         f"run {run_dir}: views {', '.join(views) or '(none)'}; end statements with ';', .quit to leave"
     )
-    _repl(conn, views)
-
-
-def _repl(conn, views: list[str]) -> None:
-    import duckdb
-
-    interactive = sys.stdin.isatty()
-    buffer = ""
-    while True:
-        try:
-            line = input("trelm> " if not buffer else "   ...> ") if interactive else sys.stdin.readline()
-        except EOFError:
-            return
-        if not interactive and line == "":
-            return
-        line = line.strip()
-        if not buffer and line.startswith("."):
-            if _dot_command(conn, views, line):
-                return
-            continue
-        buffer = f"{buffer} {line}".strip()
-        if not buffer.endswith(";"):
-            continue
-        try:
-            result = conn.execute(buffer)
-            if result.description:
-                _print_table([d[0] for d in result.description], result.fetchall())
-        except duckdb.Error as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        buffer = ""
-
-
-def _dot_command(conn, views: list[str], line: str) -> bool:
-    """Handle `.tables`, `.schema NAME`, `.quit`; True means leave."""
-    cmd, _, arg = line.partition(" ")
-    if cmd in (".quit", ".exit"):
-        return True
-    if cmd == ".tables":
-        typer.echo("\n".join(views))
-    elif cmd == ".schema" and arg:
-        _print_table(["column", "type"], [(r[0], r[1]) for r in conn.execute(f"DESCRIBE {arg}").fetchall()])
+    session = shell.Session(conn, views)
+    if sys.stdin.isatty():
+        shell.run_terminal(session, layout.inspect_history(data_root))
     else:
-        typer.echo("commands: .tables, .schema NAME, .quit; SQL statements end with ';'")
-    return False
+        shell.run_plain(session, sys.stdin)
 
 
 def main() -> None:  # pragma: no cover - the console script entry is `app`

@@ -55,6 +55,11 @@ def eval_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "eval"
 
 
+def inspect_history(data_root: Path) -> Path:
+    """`trelm inspect`'s line history: per data root, like the queries it recalls."""
+    return Path(data_root) / ".trelm_history"
+
+
 def runs_root(data_root: Path) -> Path:
     return Path(data_root) / "runs"
 
