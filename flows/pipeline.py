@@ -215,7 +215,11 @@ def select_flow(config: PipelineConfig) -> dict:
     )
     # one instances part per pages part: their count on disk is the stage's progress
     written = report.count_files(dataset_dir(run_dir, INSTANCES), "part-*.parquet")
-    return report.result_with_progress(future, "select", written, len(read_manifest(run_dir, PAGES)["parts"]))
+    parts = len(read_manifest(run_dir, PAGES)["parts"])
+    manifest = report.result_with_progress(future, "select", written, parts)
+    plot = manifest["select"]["long_tail_plot"]
+    report.publish_picture("select-long-tail", Path(plot), "Entity frequencies and the long-tail cut-off")
+    return manifest
 
 
 # ----------------------------------------------------------------------------- the whole pipeline

@@ -157,7 +157,8 @@ def _ui_settings(port: int) -> dict:
 def test_stop_without_the_serving_home_says_so(tmp_path):
     """`make stop` under another PREFECT_HOME finds no pid files: it fails and names the home it read."""
     env = {**os.environ, "PREFECT_HOME": str(tmp_path)}
-    result = subprocess.run([str(ROOT / "deploy" / "serve.sh"), "stop"], env=env, capture_output=True, text=True)
+    stop = [str(ROOT / "deploy" / "serve.sh"), "stop"]
+    result = subprocess.run(stop, env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert f"nothing to stop: no pid files in {tmp_path}" in result.stderr
 
