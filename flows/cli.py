@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,8 @@ from storage.errors import InputError, TrelmError
 # `trelm run` starts Prefect's ephemeral API server in a subprocess; its default 20 s start-up limit is
 # too short on a busy 2-core machine (the import alone takes ~10 s there), and a timeout kills the run
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# that server would send usage telemetry: offline it logs an error twice a run, and nobody asked for it
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 class _Commands(TyperGroup):
@@ -70,18 +73,45 @@ def _setup_logging() -> None:
 
 @app.command()
 def run(
-    data_root: DataRoot = Path("data"), run: RunName = None, config: ConfigOpt = "sample", set_: SetOpt = None
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with the result as JSON.")] = False,
 ) -> None:
-    """Run the whole `trelm` flow in-process (ephemeral Prefect).
+    """Run the whole `trelm` flow in-process (ephemeral Prefect): one line per stage, then a summary.
 
     A dump already processed with the same config ends at once ("nothing new");
     `--set orchestration.force=true` runs it again, `--set orchestration.run_until=link` stops early.
     """
     cfg = _config(config, set_, data_root, run)
+    # Prefect's console shows warnings and errors only; the stage lines come from `report.announce`
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows import report
     from flows.pipeline import trelm
 
-    result = trelm(config=cfg)
-    typer.echo(json.dumps(result, indent=2))
+    with _printing_stage_lines():
+        result = trelm(config=cfg)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(report.run_epilogue(result, data_root, cfg.preset))
+
+
+@contextmanager
+def _printing_stage_lines():
+    """The flow's `report.announce` lines printed on stdout while the flow runs."""
+    from flows.report import SUMMARY
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: all(getattr(record, k, None) == v for k, v in SUMMARY.items()))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @app.command()

@@ -255,6 +255,7 @@ def _run_stages(cfg: PipelineConfig) -> tuple[dict[str, dict], dict[str, float]]
         results[name] = stage_flow(cfg)
         seconds[name] = time.monotonic() - started
         report.publish_stage(name, results[name], seconds[name], results[name].get("rows_in", rows_in))
+        report.announce(report.stage_line(name, results[name], seconds[name]))
         rows_in = results[name].get("rows")
     return results, seconds
 

@@ -68,7 +68,9 @@ def launch_ranks(cfg: PretrainConfig, run_dir: Path) -> dict:
     write_yaml(config_file, cfg.model_dump(mode="json"))
     (ckpt / RESULT).unlink(missing_ok=True)
     command = launcher_command(cfg, run_dir, config_file.resolve())
-    done = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    from trelm.distributed import accelerator_env
+
+    done = subprocess.run(command, env={**accelerator_env(cfg), **os.environ, "PYTHONUNBUFFERED": "1"})
     if done.returncode != 0 or not (ckpt / RESULT).exists():
         raise TrelmError(
             f"pre-training ranks failed (exit {done.returncode}): see the log above",
