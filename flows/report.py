@@ -9,6 +9,7 @@ finished units (parts on disk, checkpointed steps) while the task runs.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,8 +141,13 @@ def publish_summary(markdown: str) -> None:
     create_markdown_artifact(markdown, key="trelm-run", description="The run: stages, outputs, how to query.")
 
 
+def artifact_key(name: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for a name: `mlm_only` -> `mlm-only`."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower())
+
+
 def _progress_artifact(key: str, description: str):
-    return create_progress_artifact(0.0, key=f"{key}-progress", description=description)
+    return create_progress_artifact(0.0, key=artifact_key(f"{key}-progress"), description=description)
 
 
 def result_with_progress(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from flows.ops import STAGES
+from flows.report import artifact_key
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -89,6 +90,6 @@ def _listed_artifacts(variants: list[str]) -> set[str]:
 def test_what_a_run_shows_lists_the_artifacts_a_run_publishes(rehearsal_run):
     with sqlite3.connect(rehearsal_run.prefect_home / "prefect.db") as db:
         published = {key for (key,) in db.execute("SELECT DISTINCT key FROM artifact WHERE key IS NOT NULL")}
-    variants = sorted(p.name for p in (rehearsal_run.run_dir / "checkpoints").iterdir())
-    assert variants == ["mlm_only", "trelm"]
+    variants = sorted(artifact_key(p.name) for p in (rehearsal_run.run_dir / "checkpoints").iterdir())
+    assert variants == ["mlm-only", "trelm"]
     assert _listed_artifacts(variants) == published
