@@ -1,9 +1,10 @@
-"""What a run shows in the Prefect UI: a table per stage, progress of long stages, a run summary.
+"""What a run shows in the Prefect UI and on `trelm run`'s terminal: a table and a one-line result per
+stage, progress of long stages, pictures, a run summary and the epilogue.
 
 Every stage subflow returns a manifest-like dict (`rows`, `stats`, optionally `parts`); the parent
-flow times each stage and calls `publish_stage`, so a new stage gets its table without code of its
-own. A stage whose work is one long task wraps it in `with_progress`, which polls a count of
-finished units (parts on disk, checkpointed steps) while the task runs.
+flow times each stage and calls `publish_stage` and `announce`, so a new stage gets its table and its
+line without code of its own. A stage whose work is one long task wraps it in `result_with_progress`,
+which polls a count of finished units (parts on disk, trained steps) while the task runs.
 """
 
 from __future__ import annotations

@@ -68,3 +68,17 @@ def test_the_epilogue_says_size_scale_and_next_commands(tmp_path):
 def test_a_stage_line_shows_its_headline_stats():
     line = stage_line("link", {"stats": {"mentions": 1822, "mentions_tagme": 515, "spots": 664}}, 29.44)
     assert line == "link        29.4 s  mentions 1,822, mentions tagme 515"
+
+
+def test_the_first_cpu_training_announces_deepspeeds_op_build(tmp_path, monkeypatch, capsys):
+    import torch.utils.cpp_extension
+
+    from trelm import distributed
+
+    build_dir = str(tmp_path)
+    monkeypatch.setattr(torch.utils.cpp_extension, "_get_build_directory", lambda name, verbose: build_dir)
+    distributed._announce_op_build()
+    assert "DeepSpeed is building its CPU communication op" in capsys.readouterr().err
+    (tmp_path / f"{distributed.SHM_OP}.so").write_bytes(b"")  # built: nothing to say
+    distributed._announce_op_build()
+    assert capsys.readouterr().err == ""
