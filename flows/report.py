@@ -85,11 +85,19 @@ SUMMARY = {"trelm_summary": True}  # marks the log records `trelm run` prints on
 
 
 def stage_line(stage: str, result: dict, seconds: float) -> str:
-    """`link      29.4 s  mentions 1,822, mentions tagme 515, mentions without kg 1,079`."""
+    """`link        29.4 s  mentions 1,822, mentions_tagme 515, mentions_without_kg 1,079`: the stats by
+    the names the stage table and the completion record use."""
     stats = result.get("stats", {})
     keys = HEADLINES.get(stage, tuple(stats))
-    facts = ", ".join(f"{key.replace('_', ' ')} {stats[key]:,}" for key in keys if key in stats)
+    facts = ", ".join(f"{key} {_number(stats[key])}" for key in keys if key in stats)
     return f"{stage:<9}{seconds:7.1f} s  {facts}"
+
+
+def _number(value: float) -> str:
+    """Counts with thousands separators; rates whole from 100 up, else to 3 significant digits."""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value:,}"
 
 
 def announce(line: str) -> None:

@@ -23,7 +23,8 @@ def test_the_whole_run_prints_a_line_per_stage_then_the_epilogue(rehearsal_run):
     lines = rehearsal_run.stdout.splitlines()
     stages = [line.split()[0] for line in lines[:6]]
     assert stages == ["download", "ingest", "link", "select", "pretrain", "evaluate"], lines
-    assert "articles 88" in lines[1] and "trelm_steps 4" in lines[4] and "tasks_scored" in lines[5]
+    assert "articles 88" in lines[1] and "trelm_steps 4, trelm_tokens_per_s " in lines[4]
+    assert "tasks_scored" in lines[5]
     assert lines[6].startswith(f"done: {rehearsal_run.run_dir} (") and "GB of it checkpoints" in lines[6]
     assert any(line.strip().startswith("trelm inspect --data-root") for line in lines[6:])
     assert not [noise for noise in NOISE if noise in rehearsal_run.stdout + rehearsal_run.stderr]
@@ -67,7 +68,10 @@ def test_the_epilogue_says_size_scale_and_next_commands(tmp_path):
 
 def test_a_stage_line_shows_its_headline_stats():
     line = stage_line("link", {"stats": {"mentions": 1822, "mentions_tagme": 515, "spots": 664}}, 29.44)
-    assert line == "link        29.4 s  mentions 1,822, mentions tagme 515"
+    assert line == "link        29.4 s  mentions 1,822, mentions_tagme 515"  # spots: not a headline
+    rates = {"stats": {"trelm_steps": 40, "trelm_tokens_per_s": 12911.69, "x_tokens_per_s": 7.5432}}
+    expected = "trelm_steps 40, trelm_tokens_per_s 12,912, x_tokens_per_s 7.54"
+    assert stage_line("pretrain", rates, 83.3).endswith(expected)
 
 
 def test_the_first_cpu_training_announces_deepspeeds_op_build(tmp_path, monkeypatch, capsys):
