@@ -17,12 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# one line per stage, then where the outputs are, what the scores mean at this scale and what to run next
 demo: venv
 	$(VENV)/bin/trelm run --data-root $(DATA) --config sample
-	$(VENV)/bin/trelm sql --data-root $(DATA) "SELECT title, qid, len(text) AS chars, len(links) AS links FROM pages ORDER BY links DESC LIMIT 10"
-	$(VENV)/bin/trelm sql --data-root $(DATA) "SELECT e.label, e.qid, count(*) AS mentions, count(*) FILTER (WHERE m.source = 'tagme') AS found_by_tagme FROM mentions, unnest(mentions) AS t(m) JOIN kg_entities e ON e.kg_id = m.kg_id GROUP BY ALL ORDER BY mentions DESC LIMIT 10"
-	$(VENV)/bin/trelm sql --data-root $(DATA) "PIVOT (SELECT checkpoint, step, name, round(value, 3) AS value FROM train_log WHERE step % 10 = 0 AND name IN ('loss', 'mlm_loss', 'cka_loss', 'trainable_share')) ON name USING first(value) ORDER BY checkpoint, step"
-	cat $(DATA)/runs/*/eval/report.md
 
 test: venv
 	$(VENV)/bin/ruff check .

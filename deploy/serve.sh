@@ -3,8 +3,8 @@
 # deploy/prefect.yaml and one worker, all in the background; pid files and logs under $PREFECT_HOME.
 #
 #   deploy/serve.sh start    # server (127.0.0.1:$PREFECT_PORT) -> pool -> deployments -> worker
-#   deploy/serve.sh stop     # stops the worker and the server it started (by their pid files); flow
-#                            # runs in progress go on (each in its own session): cancel them in the UI
+#   deploy/serve.sh stop     # stops the worker and the server it started (by their pid files under the
+#                            # same PREFECT_HOME); flow runs in progress go on: cancel them in the UI
 #
 # Settings (environment): PREFECT_PORT (4200), PREFECT_HOME (./.prefect), TRELM_DATA_ROOT (./data, where
 # the `sample` deployment writes), TRELM_SCHEDULE (cron of `full-pipeline`; default: prefect.yaml's),
@@ -40,15 +40,19 @@ wait_healthy() {
   exit 1
 }
 
+# stop the process of $1.pid and its session; says what it stopped; fails when there was no pid file
 stop_one() {
   local pidfile="$PREFECT_HOME/$1.pid"
-  [ -f "$pidfile" ] || return 0
+  [ -f "$pidfile" ] || return 1
   local pid; pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "$1 (pid $pid) was not running"
+  else
     # TERM to the process itself (TERM to its whole group at once makes the worker hang); prefect
     # 3.8's worker can still hang on its way out once it has run a flow: the group is killed after 10 s
     kill -TERM "$pid"
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    echo "stopped $1 (pid $pid)"
   fi
   kill -KILL -- "-$pid" 2>/dev/null || true
   rm -f "$pidfile"
@@ -60,8 +64,11 @@ start() {
     echo "already serving (pid $(cat "$PREFECT_HOME/server.pid")); run 'make stop' first" >&2
     exit 1
   fi
-  # the server itself must not talk to an API URL: it is the API
-  start_bg server env -u PREFECT_API_URL "$PREFECT" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+  # the server must not talk to an API URL (it is the API), and it tells the UI where the API is from
+  # its own host and port settings (`/ui-settings`): set those rather than `--port`, or the UI of a server
+  # on another port looks for its API on 4200
+  start_bg server env -u PREFECT_API_URL PREFECT_SERVER_API_HOST=127.0.0.1 \
+    PREFECT_SERVER_API_PORT="$PREFECT_PORT" "$PREFECT" server start
   wait_healthy
   "$PREFECT" work-pool create "$POOL" --type process --overwrite >/dev/null
   cd "$ROOT"
@@ -69,12 +76,26 @@ start() {
     ${TRELM_SCHEDULE:+--cron "$TRELM_SCHEDULE"} >/dev/null
   "$PREFECT" --no-prompt deploy --prefect-file deploy/prefect.yaml --name sample >/dev/null
   start_bg worker "$PREFECT" worker start --pool "$POOL"
-  echo "Prefect API $PREFECT_API_URL (UI http://127.0.0.1:$PREFECT_PORT); worker on pool $POOL;" \
-    "logs and pids in $PREFECT_HOME; sample outputs in $TRELM_DATA_ROOT"
+  echo "started: Prefect server (pid $(cat "$PREFECT_HOME/server.pid")), UI http://127.0.0.1:$PREFECT_PORT"
+  echo "started: worker on pool $POOL (pid $(cat "$PREFECT_HOME/worker.pid")); deployments trelm/full-pipeline," \
+    "trelm/sample (outputs in $TRELM_DATA_ROOT)"
+  echo "logs and pid files: $PREFECT_HOME"
+  echo "next: export PREFECT_API_URL=$PREFECT_API_URL; prefect deployment run trelm/sample --watch"
+  echo "stop: PREFECT_HOME=$PREFECT_HOME make stop"
+}
+
+stop() {
+  local stopped=0
+  stop_one worker && stopped=1
+  stop_one server && stopped=1
+  if [ "$stopped" = 0 ]; then
+    echo "nothing to stop: no pid files in $PREFECT_HOME (serve and stop need the same PREFECT_HOME)" >&2
+    exit 1
+  fi
 }
 
 case "${1:-}" in
   start) start ;;
-  stop) stop_one worker; stop_one server ;;
+  stop) stop ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,8 @@ from storage.errors import InputError, TrelmError
 # `trelm run` starts Prefect's ephemeral API server in a subprocess; its default 20 s start-up limit is
 # too short on a busy 2-core machine (the import alone takes ~10 s there), and a timeout kills the run
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# that server would send usage telemetry: offline it logs an error twice a run, and nobody asked for it
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 class _Commands(TyperGroup):
@@ -70,18 +73,52 @@ def _setup_logging() -> None:
 
 @app.command()
 def run(
-    data_root: DataRoot = Path("data"), run: RunName = None, config: ConfigOpt = "sample", set_: SetOpt = None
+    data_root: DataRoot = Path("data"),
+    run: RunName = None,
+    config: ConfigOpt = "sample",
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with the result as JSON.")] = False,
 ) -> None:
-    """Run the whole `trelm` flow in-process (ephemeral Prefect).
+    """Run the whole `trelm` flow in-process (ephemeral Prefect): one line per stage, then a summary.
 
     A dump already processed with the same config ends at once ("nothing new");
     `--set orchestration.force=true` runs it again, `--set orchestration.run_until=link` stops early.
     """
-    cfg = _config(config, set_, data_root, run)
+    from flows import ops
+
+    cfg = _config(config, set_, data_root, run)  # a bad config fails here, before anything starts
+    if not os.environ.get(ops.SUPERVISED_ENV):  # run in a child that is stopped whole (flows.ops.supervise)
+        again = ["--data-root", str(data_root), "--config", config, *(["--run", run] if run else [])]
+        again += [arg for setting in set_ or [] for arg in ("--set", setting)]
+        again += ["--json"] if as_json else []
+        raise typer.Exit(ops.supervise([sys.executable, "-m", "flows.cli", "run", *again]))
+    # Prefect's console shows warnings and errors only; the stage lines come from `report.announce`
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows import report
     from flows.pipeline import trelm
 
-    result = trelm(config=cfg)
-    typer.echo(json.dumps(result, indent=2))
+    with _printing_stage_lines():
+        result = trelm(config=cfg)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(report.run_epilogue(result, data_root, cfg.preset))
+
+
+@contextmanager
+def _printing_stage_lines():
+    """The flow's `report.announce` lines printed on stdout while the flow runs."""
+    from flows.report import SUMMARY
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: all(getattr(record, k, None) == v for k, v in SUMMARY.items()))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @app.command()
@@ -340,6 +377,7 @@ def sql(
     run: RunName = None,
 ) -> None:
     """Query the run's datasets with DuckDB."""
+    from flows.shell import print_table
     from storage import duck, layout
 
     columns, rows = duck.query(layout.resolve_run(data_root, run), query)
@@ -348,28 +386,16 @@ def sql(
             json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, ensure_ascii=False)
         )
     else:
-        _print_table(columns, rows)
-
-
-def _print_table(columns: list[str], rows: list[tuple]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*columns, show_lines=False)
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    Console(width=max(120, sum(len(c) + 3 for c in columns))).print(table)
-    typer.echo(f"({len(rows)} rows)")
-
-
-def _cell(value: object, limit: int = 200) -> str:
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        print_table(columns, rows)
 
 
 @app.command()
 def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
-    """Interactive DuckDB over the run: every dataset a view. `.tables`, `.schema NAME`, `.quit`."""
+    """Interactive DuckDB over the run: every dataset a view. `.tables`, `.schema NAME`, `.quit`.
+
+    On a terminal: line editing, history (Up arrow), Tab completion of views and columns, Ctrl-C clears
+    the line; a piped script runs line by line."""
+    from flows import shell
     from storage import duck, layout
 
     run_dir = layout.resolve_run(data_root, run)
@@ -377,52 +403,11 @@ def inspect(data_root: DataRoot = Path("data"), run: RunName = None) -> None:
     typer.echo(
         f"run {run_dir}: views {', '.join(views) or '(none)'}; end statements with ';', .quit to leave"
     )
-    _repl(conn, views)
-
-
-def _repl(conn, views: list[str]) -> None:
-    import duckdb
-
-    from storage import duck
-
-    interactive = sys.stdin.isatty()
-    buffer = ""
-    while True:
-        try:
-            line = input("trelm> " if not buffer else "   ...> ") if interactive else sys.stdin.readline()
-        except EOFError:
-            return
-        if not interactive and line == "":
-            return
-        line = line.strip()
-        if not buffer and line.startswith("."):
-            if _dot_command(conn, views, line):
-                return
-            continue
-        buffer = f"{buffer} {line}".strip()
-        if not buffer.endswith(";"):
-            continue
-        try:
-            result = duck.run_statement(conn, buffer)
-            if result is not None and result.description:
-                _print_table([d[0] for d in result.description], result.fetchall())
-        except (duckdb.Error, duck.QueryError) as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        buffer = ""
-
-
-def _dot_command(conn, views: list[str], line: str) -> bool:
-    """Handle `.tables`, `.schema NAME`, `.quit`; True means leave."""
-    cmd, _, arg = line.partition(" ")
-    if cmd in (".quit", ".exit"):
-        return True
-    if cmd == ".tables":
-        typer.echo("\n".join(views))
-    elif cmd == ".schema" and arg:
-        _print_table(["column", "type"], [(r[0], r[1]) for r in conn.execute(f"DESCRIBE {arg}").fetchall()])
+    session = shell.Session(conn, views)
+    if sys.stdin.isatty():
+        shell.run_terminal(session, layout.inspect_history(data_root))
     else:
-        typer.echo("commands: .tables, .schema NAME, .quit; SQL statements end with ';'")
-    return False
+        shell.run_plain(session, sys.stdin)
 
 
 def main() -> None:  # pragma: no cover - the console script entry is `app`

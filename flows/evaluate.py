@@ -48,4 +48,11 @@ def evaluate_flow(config: PipelineConfig) -> dict:
         )
         create_markdown_artifact(key="eval-report-md", markdown=Path(report).read_text())
         get_run_logger().info("evaluation report: %s\n%s", report, Path(report).read_text())
-        return {"report": report, "checkpoints": results}
+        return {"report": report, "checkpoints": results, "stats": evaluation_stats(results)}
+
+
+def evaluation_stats(results: list[dict]) -> dict[str, int]:
+    """What the stage table shows: checkpoints evaluated, (checkpoint, task) pairs scored and not run."""
+    entries = [entry for result in results for entry in result["tasks"].values()]
+    scored = sum(entry["status"] == "ok" for entry in entries)
+    return {"checkpoints": len(results), "tasks_scored": scored, "tasks_not_run": len(entries) - scored}

@@ -1,10 +1,12 @@
 """Running the pipeline as a service: which stages, on which task runner, one run per folder, done once.
 
-- **Stages and runner** (`orchestration:` in the config, `flows.config.OrchestrationConfig`): `run_until` stops the parent flow after a
-  stage (a deployment can run up to `link` on CPU nodes and leave the rest to a GPU deployment, and
-  tests can stop before slow stages); `task_runner` picks where the per-part tasks run: threads (the
-  default), a local Dask cluster, a Dask scheduler address or a Ray address. Dask and Ray are
-  optional extras, imported only when chosen.
+- **Stages and runner** (`orchestration:` in the config, `flows.config.OrchestrationConfig`):
+  `run_until` stops the parent flow after a stage (a deployment can run up to `link` on CPU nodes and
+  leave the rest to a GPU deployment, and tests can stop before slow stages); `task_runner` picks
+  where the per-part tasks run: threads (the default), a local Dask cluster, a Dask scheduler address
+  or a Ray address. Dask and Ray are optional extras, imported only when chosen.
+- **Nothing left behind.** `trelm run` runs under `supervise`: stopped by Ctrl-C or SIGTERM, it stops
+  its worker processes and Prefect's temporary server with it.
 - **Run lock.** Whatever writes a run folder (the `trelm` flow, a stage flow, every stage command of
   the CLI, `trelm verify`) holds an exclusive OS file lock (`filelock`, i.e. `flock`) on
   `{run_dir}/.run.lock` while it works on the folder; within one process the lock is re-entrant (the
@@ -25,9 +27,12 @@ so it imports no Prefect, Dask or Ray at module level.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -226,3 +231,36 @@ def write_completion(run_dir: Path, cfg: BaseModel, stages: dict[str, dict]) -> 
     }
     atomic_write_bytes(run_dir / RECORD_NAME, json.dumps(record, indent=2).encode())
     return record
+
+
+# ----------------------------------------------------------------------------- a run leaves nothing behind
+
+SUPERVISED_ENV = "TRELM_SUPERVISED"  # set in the child: the command runs instead of supervising again
+
+
+def supervise(argv: list[str]) -> int:
+    """Run `argv` in a session of its own and return its exit status. SIGINT and SIGTERM go to the command
+    (which then marks its flow run crashed, through its server: so not to the whole session at once), a
+    second one kills the session; once the command has ended whatever of its session is left is killed.
+    So a stopped `trelm run` leaves neither worker processes nor Prefect's temporary server behind: the
+    command starts that server and Prefect stops it at a normal exit only."""
+    child = subprocess.Popen(argv, start_new_session=True, env={**os.environ, SUPERVISED_ENV: "1"})
+    signals_seen = []
+
+    def forward(signum, _frame) -> None:
+        signals_seen.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            if len(signals_seen) == 1:
+                os.kill(child.pid, signum)
+            else:
+                os.killpg(child.pid, signal.SIGKILL)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # the session's leftovers, the command itself is gone
+    return 128 - status if status < 0 else status  # killed by signal N: the shell's 128 + N

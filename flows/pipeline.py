@@ -221,9 +221,11 @@ def select_flow(config: PipelineConfig) -> dict:
         ).submit(config, run_dir)
         # one instances part per pages part: their count on disk is the stage's progress
         written = report.count_files(dataset_dir(run_dir, INSTANCES), "part-*.parquet")
-        return report.result_with_progress(
-            future, "select", written, len(read_manifest(run_dir, PAGES)["parts"])
-        )
+        parts = len(read_manifest(run_dir, PAGES)["parts"])
+        manifest = report.result_with_progress(future, "select", written, parts)
+    plot = manifest["select"]["long_tail_plot"]
+    report.publish_picture("select-long-tail", Path(plot), "Entity frequencies and the long-tail cut-off")
+    return manifest
 
 
 # ----------------------------------------------------------------------------- the whole pipeline
@@ -259,6 +261,7 @@ def _run_stages(cfg: PipelineConfig) -> tuple[dict[str, dict], dict[str, float]]
         results[name] = stage_flow(cfg)
         seconds[name] = time.monotonic() - started
         report.publish_stage(name, results[name], seconds[name], results[name].get("rows_in", rows_in))
+        report.announce(report.stage_line(name, results[name], seconds[name]))
         rows_in = results[name].get("rows")
     return results, seconds
 

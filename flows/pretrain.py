@@ -1,10 +1,11 @@
 """The `pretrain` subflow: one task per configured variant (TRELM, then any `pretrain.compare` ones).
 
-A task is cached on its variant's effective config, the manifests of what it reads (`instances`,
-`entity_embeddings`, `kg_relations`) and the trainer's code, with its result persisted under the
-data root; when the variant's HF export is missing on disk the cache is refreshed and the trainer
-resumes from the newest checkpoint (`latest`) instead of starting over, so a run killed mid-training
-loses at most `train.save_every` steps.
+A task (named `pretrain-{variant}`) is cached on its variant's effective config, the manifests of what
+it reads (`instances`, `entity_embeddings`, `kg_relations`) and the trainer's code, with its result
+persisted under the data root; when the variant's HF export is missing on disk the cache is refreshed
+and the trainer resumes from the newest checkpoint (`latest`) instead of starting over, so a run killed
+mid-training loses at most `train.save_every` steps. The log says which: "training from step 0",
+"resumed from step N", "already trained to step N" (with "(cached)" when nothing ran).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows import stages
+from flows import report, stages
 from flows.config import PipelineConfig
 from storage import layout
 from storage.code import code_version
 from trelm.config import PretrainConfig
 from trelm.provenance import pretrain_provenance
+from trelm.trainlog import last_losses, plot_losses, progress_line, read_progress, start_line
 
 
 def _pretrain_key(_context, parameters) -> str:
@@ -29,7 +31,12 @@ def _pretrain_key(_context, parameters) -> str:
     return stages.stage_key(f"pretrain-{run.checkpoint_name}", run.effective(), inputs)
 
 
-@task(name="pretrain-variant", cache_key_fn=_pretrain_key, persist_result=True)
+@task(
+    name="pretrain-variant",
+    task_run_name="pretrain-{run.checkpoint_name}",
+    cache_key_fn=_pretrain_key,
+    persist_result=True,
+)
 def pretrain_task(run: PretrainConfig, run_dir: Path, progress: bool) -> dict:
     """DeepSpeed pre-training of one variant; on a GPU worker when the deployment's pool provides one."""
     from trelm.launch import pretrain
@@ -41,29 +48,56 @@ def exported(run_dir: Path, run: PretrainConfig) -> bool:
     return (layout.hf_export(run_dir, run.checkpoint_name) / "config.json").exists()
 
 
+def _train_variant(config: PipelineConfig, run_dir: Path, run: PretrainConfig) -> dict:
+    """One variant's task, with a progress artifact (`pretrain-{variant}-progress`: step, loss parts,
+    tokens/s from the trainer's progress file) while it trains, and its start and end in the log."""
+    name, max_steps = run.checkpoint_name, run.train.max_steps
+    progress_file = layout.train_progress(run_dir, name)
+    task_call = pretrain_task.with_options(
+        result_storage=stages.results_dir(config), refresh_cache=not exported(run_dir, run)
+    )
+    future = task_call.submit(run, run_dir, config.progress)
+    result = report.result_with_progress(
+        future,
+        f"pretrain-{name}",
+        lambda: read_progress(progress_file).get("step", 0),
+        max_steps,
+        describe=lambda: f"`{name}`: {progress_line(read_progress(progress_file))}",
+    )
+    cached = future.state.name == "Cached"  # the export is on disk for this very config: nothing ran
+    start = result["steps"] if cached else result["start_step"]
+    logger = get_run_logger()
+    logger.info(start_line(name, start, max_steps) + (" (cached)" if cached else ""))
+    logger.info("%s: %s; export %s", name, progress_line(read_progress(progress_file)), result["hf"])
+    return result
+
+
 @flow(name="pretrain")
 def pretrain_flow(config: PipelineConfig) -> dict:
-    """Pre-train each variant on `instances`; resumes a killed run from its latest checkpoint."""
+    """Pre-train each variant on `instances`; resumes a killed run from its latest checkpoint. Publishes
+    a progress artifact per variant, the summary table and the loss curves."""
     run_dir = stages.run_dir_for(config)
     with stages.locked(config, run_dir):
-        results = {}
-        for run in config.pretrain.runs():
-            task_call = pretrain_task.with_options(
-                result_storage=stages.results_dir(config), refresh_cache=not exported(run_dir, run)
-            )
-            results[run.checkpoint_name] = task_call(run, run_dir, config.progress)
-            get_run_logger().info("pretrained %s: %s", run.checkpoint_name, results[run.checkpoint_name])
-        create_table_artifact(
-            key="pretrain-summary",
-            table=[_summary_row(run_dir, name, result) for name, result in results.items()],
-            description="Pre-training runs: steps, final losses, checkpoint and HF export.",
-        )
-        return {"checkpoints": results, "stats": {name: r["steps"] for name, r in results.items()}}
+        variants = config.pretrain.runs()
+        results = {run.checkpoint_name: _train_variant(config, run_dir, run) for run in variants}
+    rows = [_summary_row(run_dir, name, result) for name, result in results.items()]
+    create_table_artifact(
+        key="pretrain-summary",
+        table=rows,
+        description="Pre-training runs: steps, final losses, tokens/s, checkpoint and HF export.",
+    )
+    folders = {name: layout.checkpoint_dir(run_dir, name) for name in results}
+    curves = plot_losses(folders, layout.loss_plot(run_dir))
+    report.publish_picture("pretrain-losses", curves, "Pre-training losses by step")
+    stats = {
+        f"{r['checkpoint']}_{key}": r[key] for r in rows for key in ("steps", "tokens_per_s") if key in r
+    }
+    return {"checkpoints": results, "stats": stats}
 
 
 def _summary_row(run_dir: Path, name: str, result: dict) -> dict:
-    """The run's last logged loss parts."""
-    from trelm.trainlog import last_losses
-
-    last = last_losses(layout.checkpoint_dir(run_dir, name))
+    """The run's last logged loss parts and throughput."""
+    last = last_losses(
+        layout.checkpoint_dir(run_dir, name), names=("loss", "mlm_loss", "cka_loss", "tokens_per_s")
+    )
     return {"checkpoint": name, "steps": result["steps"], **last, "hf_export": result["hf"]}

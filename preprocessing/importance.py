@@ -44,6 +44,7 @@ import numpy as np
 from preprocessing.config import SIConfig
 from preprocessing.sequences import load_tokenizer, model_location
 from storage.configio import device_name
+from storage.tokens import quiet_loading
 
 MIN_COSINE = 1e-6  # SI = 1 / max(cos, MIN_COSINE), see the module doc
 
@@ -65,7 +66,15 @@ def load_encoder(cfg: SIConfig):
     from transformers import AutoModel
 
     tokenizer = load_tokenizer(cfg.encoder)
-    model = AutoModel.from_pretrained(model_location(cfg.encoder))
+    # SI pools the last layer itself: no pooler. A checkpoint's MLM head or pooler is then UNEXPECTED in
+    # transformers' load report, by design; what matters is that no encoder weight is missing
+    with quiet_loading():
+        model, info = AutoModel.from_pretrained(
+            model_location(cfg.encoder), add_pooling_layer=False, output_loading_info=True
+        )
+    if info["missing_keys"]:
+        missing = ", ".join(sorted(info["missing_keys"])[:5])
+        raise RuntimeError(f"{cfg.encoder}: encoder weights missing from the checkpoint: {missing}")
     return tokenizer, model.eval().to(device_name(cfg.device))
 
 

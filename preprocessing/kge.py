@@ -302,6 +302,8 @@ def _evaluate(model, train, held_out, dim: int) -> dict:
         add_defaults=False,
         clear_on_finalize=False,
     )
+    # sizes are ours (below); torch_max_mem, which would tune them on CUDA only, warns about every CPU run
+    logging.getLogger("torch_max_mem").setLevel(logging.ERROR)
     slice_size = max(1, min(model.num_entities, _EVAL_SCRATCH // dim))
     batch_size = max(1, _EVAL_SCRATCH // (slice_size * dim))
     results = evaluator.evaluate(

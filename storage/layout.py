@@ -47,12 +47,27 @@ def checkpoint_dir(run_dir: Path, name: str) -> Path:
     return checkpoints_root(run_dir) / name
 
 
+def train_progress(run_dir: Path, name: str) -> Path:
+    """The variant's last step, loss parts and tokens/s, rewritten while it trains (for the UI)."""
+    return checkpoint_dir(run_dir, name) / "progress.json"
+
+
+def loss_plot(run_dir: Path) -> Path:
+    """The loss curves of every variant of the run, drawn by the pretrain flow."""
+    return stage_dir(run_dir, "pretrain") / "losses.png"
+
+
 def hf_export(run_dir: Path, name: str) -> Path:
     return checkpoint_dir(run_dir, name) / HF_EXPORT
 
 
 def eval_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "eval"
+
+
+def inspect_history(data_root: Path) -> Path:
+    """`trelm inspect`'s line history: per data root, like the queries it recalls."""
+    return Path(data_root) / ".trelm_history"
 
 
 def runs_root(data_root: Path) -> Path:

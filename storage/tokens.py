@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -142,3 +143,20 @@ def _read_vocabulary(root: Path) -> tuple[dict | list, list]:
         tokens = (root / "vocab.txt").read_text(encoding="utf-8").splitlines()
         return {token: i for i, token in enumerate(tokens)}, []
     raise ValueError(f"{root}: no tokenizer.json, vocab.json or vocab.txt: not a tokenizer folder")
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """For loads whose missing weights the caller checks itself (a backbone's MLM head, fresh by design
+    for the packaged MiniLM; an evaluated checkpoint without one): transformers' load report (a MISSING /
+    UNEXPECTED table per key, "This checkpoint seem corrupted") and its progress bar are off meanwhile."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()

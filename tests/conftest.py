@@ -1,10 +1,19 @@
 """Session fixtures shared by several test modules: the production-shaped stand-ins of
-`production_fixtures` (built once per session: the tokenizer trains in ~10 s, the full-size KG is 118 MB)."""
+`production_fixtures` (built once per session: the tokenizer trains in ~10 s, the full-size KG is 118 MB)
+and the one whole pipeline run of the suite (`rehearsal_run`), which the README's commands query too."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
-from production_fixtures import byte_bpe_roberta, hub_kg
+from production_fixtures import SAMPLE, byte_bpe_roberta, enwiki_rehearsal, hub_kg, override_args
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +40,31 @@ def hub_kg_rehearsal(tmp_path_factory):
     from production_fixtures import REHEARSAL_KG_ENTITIES
 
     return hub_kg(tmp_path_factory.mktemp("hub-kg-rehearsal"), n_entities=REHEARSAL_KG_ENTITIES)
+
+
+@dataclass
+class WholeRun:
+    run_dir: Path
+    settings: dict  # the rehearsal's overrides of the enwiki preset, each with its reason
+    model: Path  # the byte-level BPE RoBERTa stand-in
+    stdout: str  # what `trelm run` printed: a line per stage, then its epilogue
+    stderr: str
+    prefect_home: Path  # the ephemeral server's database: the run's flow runs and artifacts
+
+
+@pytest.fixture(scope="session")
+def rehearsal_run(tiny_roberta, hub_kg_rehearsal, tmp_path_factory) -> WholeRun:
+    """`trelm run --config enwiki`, download -> evaluate, with only the settings of
+    `production_fixtures.enwiki_rehearsal` changed (tests/test_rehearsal.py checks that)."""
+    root = tmp_path_factory.mktemp("rehearsal")
+    settings = enwiki_rehearsal(SAMPLE / "mirror", hub_kg_rehearsal, tiny_roberta, root / "eval-data")
+    settings["pretrain.train.master_port"] = (29681, "location: a port no other test uses")
+    data = root / "data"
+    command = [sys.executable, "-m", "flows.cli", "run", "--config", "enwiki", "--data-root", str(data)]
+    command += override_args(settings)
+    env = {**os.environ, "TRELM_EVAL_DATA": str(root / "eval-data"), "PREFECT_HOME": str(root / "prefect")}
+    env.pop("PREFECT_API_URL", None)  # the run's own ephemeral server, whose database stays in PREFECT_HOME
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    (run_dir,) = (data / "runs").iterdir()
+    return WholeRun(run_dir, settings, tiny_roberta, done.stdout, done.stderr, root / "prefect")

@@ -137,12 +137,30 @@ def test_serve_run_cache_kill_and_resume(tmp_path):
         "TRELM_DATA_ROOT": str(data),
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # the worker picks a run up within a second
     }
-    _run([str(ROOT / "deploy" / "serve.sh"), "start"], env, timeout=200)
+    started = _run([str(ROOT / "deploy" / "serve.sh"), "start"], env, timeout=200)
     try:
+        assert f"UI http://127.0.0.1:{port}" in started and "started: worker" in started
+        # the UI finds its API through /ui-settings: on a port other than 4200 it must name this port
+        assert _ui_settings(port)["api_url"] == api
         _serve_run_cache_kill_and_resume(api, env, home, data)
     finally:
-        _run([str(ROOT / "deploy" / "serve.sh"), "stop"], env, timeout=120)
+        stopped = _run([str(ROOT / "deploy" / "serve.sh"), "stop"], env, timeout=120)
     assert not list(home.glob("*.pid"))
+    assert "stopped worker" in stopped and "stopped server" in stopped
+
+
+def _ui_settings(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_stop_without_the_serving_home_says_so(tmp_path):
+    """`make stop` under another PREFECT_HOME finds no pid files: it fails and names the home it read."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path)}
+    stop = [str(ROOT / "deploy" / "serve.sh"), "stop"]
+    result = subprocess.run(stop, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"nothing to stop: no pid files in {tmp_path}" in result.stderr
 
 
 def _serve_run_cache_kill_and_resume(api: str, env: dict, home: Path, data: Path) -> None:

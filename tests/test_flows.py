@@ -2,6 +2,8 @@
 or an edited module re-running the stages it concerns only, a deleted output re-running its stage, the
 artifacts of a run."""
 
+import base64
+import logging
 import shutil
 from pathlib import Path
 
@@ -190,3 +192,69 @@ def test_stages_cache_and_rerun_from_the_changed_stage(prefect_api, tiny_encoder
         rerun = trelm(config=forced.model_copy(update={"orchestration": until_ingest}), return_state=True)
         assert _task_states(rerun)["ingest-pages"] == {"Completed"}
         assert (dataset_dir(run_dir, PAGES) / MANIFEST).exists()
+
+
+# the tiny world's model and a few steps: the test is about what the UI shows, not about training
+TINY_PRETRAIN = (
+    "model.window_k=2", "model.cka_negatives=4", "model.max_tail_tokens=2", "routing.steps=4",
+    "routing.refresh_every=2", "routing.max_targets=4", "train.micro_batch_size=4", "train.save_every=2",
+    "train.warmup_steps=1", "train.threads=1", "train.tensorboard=false", "compare=[]",
+)  # fmt: skip
+
+
+def _artifacts(state) -> dict:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=_flow_run_ids(state)))
+        )
+    return {a.key: a for a in artifacts}
+
+
+def test_pretrain_in_the_ui_progress_names_pictures_and_resume(prefect_api, tmp_path, caplog):
+    """The pretrain subflow on a tiny world: a task named by its variant, a progress artifact with the
+    step and loss parts, the loss curves as an inline PNG, and a log that says how training began."""
+    from flows.pretrain import pretrain_flow
+    from tests.pretrain_fixtures import tiny_backbone, write_run
+
+    backbone = tiny_backbone(tmp_path / "backbone")
+    write_run(tmp_path / "data" / "runs" / "tiny")
+    overrides = [
+        f"data_root={tmp_path / 'data'}",
+        "run=tiny",
+        "progress=false",
+        f"select.si.encoder={backbone}",
+    ]
+    overrides += [f"pretrain.{key}" for key in TINY_PRETRAIN] + [f"pretrain.model.backbone={backbone}"]
+    logging.getLogger("prefect.flow_runs").addHandler(caplog.handler)
+
+    def train(max_steps: int):
+        caplog.clear()
+        cfg = load_config("sample", [*overrides, f"pretrain.train.max_steps={max_steps}"])
+        state = pretrain_flow(cfg, return_state=True)
+        return state, state.result(), caplog.text
+
+    state, result, log = train(2)
+    assert result["stats"]["trelm_steps"] == 2 and result["stats"]["trelm_tokens_per_s"] > 0
+    assert _task_runs(state) == {"pretrain-trelm": "Completed"}  # named by its variant
+    assert "trelm: training from step 0 to 2" in log
+    artifacts = _artifacts(state)
+    progress = artifacts["pretrain-trelm-progress"]
+    assert progress.data == 100.0 and progress.description.startswith("`trelm`: step 2/2: loss ")
+    assert "tokens/s" in progress.description
+    picture = artifacts["pretrain-losses"].data
+    png = base64.b64decode(picture.split("data:image/png;base64,", 1)[1].split(")", 1)[0])
+    assert png[:4] == b"\x89PNG" and "pretrain-summary" in artifacts
+
+    _, result, log = train(3)  # a longer budget: continues from the step-2 checkpoint
+    assert "trelm: resumed from step 2 (to 3)" in log and result["stats"]["trelm_steps"] == 3
+    state, _, log = train(3)
+    assert "trelm: already trained to step 3 (cached)" in log
+    assert _task_runs(state) == {"pretrain-trelm": "Cached"}
+
+
+def _task_runs(state) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=_flow_run_ids(state)))
+        )
+    return {run.name: run.state.name for run in runs}

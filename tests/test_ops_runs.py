@@ -223,3 +223,21 @@ def test_stage_table_rows():
         {"metric": "articles", "kind": "count", "value": 88},
         {"metric": "skipped_namespace", "kind": "dropped", "value": 7},
     ]
+
+
+def test_stage_tables_of_stages_without_rows_have_no_null_or_throughput_rows():
+    from flows.evaluate import evaluation_stats
+
+    results = [
+        {"checkpoint": "minilm", "tasks": {"kg-probe": {"status": "not run: no MLM head"}}},
+        {"checkpoint": "trelm", "tasks": {"kg-probe": {"status": "ok", "metrics": {}}}},
+    ]
+    evaluate = stage_table("evaluate", {"report": "r.md", "stats": evaluation_stats(results)}, 9.0, 170)
+    assert evaluate == [
+        {"metric": "wall time s", "kind": "flow", "value": 9.0},
+        {"metric": "checkpoints", "kind": "count", "value": 2},
+        {"metric": "tasks_scored", "kind": "count", "value": 1},
+        {"metric": "tasks_not_run", "kind": "count", "value": 1},
+    ]
+    pretrain = stage_table("pretrain", {"stats": {"trelm_steps": 40, "trelm_tokens_per_s": 812.5}}, 60.0, 170)
+    assert [row["metric"] for row in pretrain] == ["wall time s", "trelm_steps", "trelm_tokens_per_s"]

@@ -7,44 +7,22 @@ the test checks that the run's saved config equals the shipped preset everywhere
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
-from production_fixtures import SAMPLE, enwiki_rehearsal, override_args
 
 from flows.config import load_config
 from storage.tokens import in_text_ids
 
-REPO = Path(__file__).resolve().parents[1]
-# the whole pipeline runs in the first test's fixture: about 3 min on an idle 2-core machine
+# the whole pipeline runs in the session fixture `rehearsal_run` (conftest): about 3 min on an idle 2-core
+# machine, shared with tests/test_readme.py
 pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tiny_roberta, hub_kg_rehearsal, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rehearsal")
-    settings = enwiki_rehearsal(SAMPLE / "mirror", hub_kg_rehearsal, tiny_roberta, root / "eval-data")
-    settings["pretrain.train.master_port"] = (29681, "location: a port no other test uses")
-    command = [
-        sys.executable,
-        "-m",
-        "flows.cli",
-        "run",
-        "--config",
-        "enwiki",
-        "--data-root",
-        str(root / "data"),
-    ]
-    env = {**os.environ, "TRELM_EVAL_DATA": str(root / "eval-data")}
-    with open(root / "run.log", "w") as log:
-        done = subprocess.run(command + override_args(settings), cwd=REPO, env=env, stdout=log, stderr=log)
-    assert done.returncode == 0, (root / "run.log").read_text()[-4000:]
-    (run_dir,) = (root / "data" / "runs").iterdir()
-    return run_dir, settings, tiny_roberta
+def rehearsal(rehearsal_run):
+    return rehearsal_run.run_dir, rehearsal_run.settings, rehearsal_run.model
 
 
 def _sql(run_dir: Path, query: str) -> list[tuple]:

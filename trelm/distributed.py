@@ -3,8 +3,12 @@ each rank's device, and the few collective reductions the loop needs."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -25,19 +29,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name, int(os.environ.get("LOCAL_RANK", 0))) if name == "cuda" else torch.device(name)
 
 
+SHM_OP = "deepspeed_shm_comm"  # the op DeepSpeed compiles for CPU ranks the first time a machine trains
+
+
+def accelerator_env(cfg: PretrainConfig) -> dict[str, str]:
+    """The environment of a process that imports DeepSpeed: a CPU run names the CPU, so DeepSpeed takes
+    it without warning "unable to detect" a GPU in every process (set before its import)."""
+    return {"DS_ACCELERATOR": "cpu"} if resolve_device(cfg.train.device).type == "cpu" else {}
+
+
 def init_distributed(cfg: PretrainConfig) -> RankInfo:
     """Join the ranks the launcher started, or make this process a world of one (in-flow training)."""
+    device = resolve_device(cfg.train.device)
+    for key, value in accelerator_env(cfg).items():
+        os.environ.setdefault(key, value)
     import deepspeed
 
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(cfg.train.master_port))
-    device = resolve_device(cfg.train.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cpu":
+            _announce_op_build()
+        # DeepSpeed prints "... built successfully" on every start, built or loaded: nothing to act on
+        with contextlib.redirect_stdout(io.StringIO()):
+            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     return RankInfo(torch.distributed.get_rank(), torch.distributed.get_world_size(), device)
+
+
+def _announce_op_build() -> None:
+    """The first CPU training on a machine compiles DeepSpeed's shared-memory op (25-75 s on 2 cores,
+    silently): said beforehand, so that the pause does not pass for a hang."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    if not (Path(_get_build_directory(SHM_OP, verbose=False)) / f"{SHM_OP}.so").exists():
+        print(
+            "pretrain: DeepSpeed is building its CPU communication op (once per machine, about a minute)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -68,7 +68,11 @@ def launch_ranks(cfg: PretrainConfig, run_dir: Path) -> dict:
     write_yaml(config_file, cfg.model_dump(mode="json"))
     (ckpt / RESULT).unlink(missing_ok=True)
     command = launcher_command(cfg, run_dir, config_file.resolve())
-    done = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    from trelm.distributed import accelerator_env
+
+    env = {**accelerator_env(cfg), **os.environ, "PYTHONUNBUFFERED": "1"}
+    # the launcher's and the ranks' log goes to stderr (fd 2): stdout is for results (`trelm run`'s lines)
+    done = subprocess.run(command, env=env, stdout=2)
     if done.returncode != 0 or not (ckpt / RESULT).exists():
         raise TrelmError(
             f"pre-training ranks failed (exit {done.returncode}): see the log above",

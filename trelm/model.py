@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from storage.tokens import model_location
+from storage.tokens import model_location, quiet_loading
 from trelm.batch import IGNORE, Batch, EntityRows, TokenInfo
 from trelm.config import ModelConfig
 from trelm.losses import UnigramSampler, cka_log_probability, cka_logits, cka_loss, mlm_loss, total_loss
@@ -54,12 +54,22 @@ def load_backbone(cfg: ModelConfig):
         prefix = mlm.base_model_prefix + "."
         fresh = {name for name, _ in mlm.named_parameters() if not name.startswith(prefix)}
     else:
-        mlm, info = AutoModelForMaskedLM.from_pretrained(location, output_loading_info=True, **overrides)
+        with quiet_loading():  # its report lists the fresh MLM head as MISSING: expected, checked below
+            mlm, info = AutoModelForMaskedLM.from_pretrained(location, output_loading_info=True, **overrides)
         fresh = {name for name, _ in mlm.named_parameters() if name in set(info["missing_keys"])}
+        _check_only_the_head_is_fresh(location, mlm, fresh)
     if overrides and mlm.get_output_embeddings().weight is not mlm.get_input_embeddings().weight:
         raise RuntimeError(f"{location}: the fresh MLM decoder is not tied to the word embeddings")
     setattr(mlm, FRESH_ATTRIBUTE, tuple(sorted(fresh)))
     return mlm, tokenizer
+
+
+def _check_only_the_head_is_fresh(location: str, mlm, fresh: set[str]) -> None:
+    """A fresh MLM head is expected (it trains); a fresh encoder weight means a broken checkpoint."""
+    encoder = sorted(name for name in fresh if name.startswith(mlm.base_model_prefix + "."))
+    if encoder:
+        missing = ", ".join(encoder[:5])
+        raise RuntimeError(f"{location}: encoder weights missing from the checkpoint: {missing}")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from trelm.data import DataPosition, InstanceStream
 from trelm.distributed import init_distributed, mean_over_ranks, peak_memory_mb
 from trelm.engine import deepspeed_config, linear_schedule
 from trelm.provenance import pretrain_provenance
-from trelm.trainlog import TrainLog
+from trelm.trainlog import PROGRESS_EVERY_S, TrainLog, start_line, write_progress
 
 
 @dataclass
@@ -174,6 +174,8 @@ class Trainer:
         self.engine = self._engine()
         self.state = TrainState()
         self.log = self._train_log() if self.dist.rank == 0 else None
+        self.progress_file = layout.train_progress(self.run_dir, self.cfg.checkpoint_name)
+        self.progress_written = 0.0  # time.monotonic() of the last progress file
 
     @property
     def resumes_on_another_world(self) -> bool:
@@ -210,6 +212,9 @@ class Trainer:
 
     def run(self) -> dict:
         self.resume()
+        start_step = self.state.step
+        if self.dist.rank == 0:  # said on the terminal: a resumed run should not pass for a fresh one
+            print(start_line(self.cfg.checkpoint_name, start_step, self.cfg.train.max_steps), file=sys.stderr)
         bar = _progress_bar(self.cfg.train.max_steps, self.state.step, self.progress and self.dist.rank == 0)
         train = self.cfg.train
         while self.state.step < train.max_steps and self.state.position.epoch < train.max_epochs:
@@ -224,7 +229,7 @@ class Trainer:
             else:
                 self.state.position = DataPosition(self.state.position.epoch + 1, 0)
         bar.close()
-        return self.finish()
+        return {**self.finish(), "start_step": start_step}
 
     def micro_step(self, rows: list[dict]) -> dict | None:
         """Route, forward, memory update, backward, step; the metrics at an optimizer-step boundary."""
@@ -266,6 +271,10 @@ class Trainer:
             self.log.add(self.state.step, metrics)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", lam=f"{metrics['lambda']:.3f}")
+        last = self.state.step >= self.cfg.train.max_steps
+        if self.dist.rank == 0 and (last or time.monotonic() - self.progress_written >= PROGRESS_EVERY_S):
+            write_progress(self.progress_file, self.state.step, self.cfg.train.max_steps, metrics)
+            self.progress_written = time.monotonic()
         if self.state.step % self.cfg.train.save_every == 0 or self.state.step >= self.cfg.train.max_steps:
             self.save()
 
@@ -332,13 +341,9 @@ class Trainer:
             checkpoints.reseed(self.cfg.train.seed, point.step, self.dist.rank, self.generator)
         if self.log is not None:
             self.log.truncate(self.state.log_parts)
-        if self.dist.rank == 0:  # said on the terminal: a resumed run should not pass for a fresh one
-            now = f", now {self.dist.world}" if point.world != self.dist.world else ""
-            print(
-                f"{self.cfg.checkpoint_name}: resumed from step {point.step} ({point.world} ranks{now})",
-                file=sys.stderr,
-                flush=True,
-            )
+        if self.dist.rank == 0 and point.world != self.dist.world:
+            moved = f"saved on {point.world} ranks, now {self.dist.world}"
+            print(f"{self.cfg.checkpoint_name}: {moved}", file=sys.stderr)
 
     def _load_tag(self, point: checkpoints.ResumePoint) -> str:
         """The folder to load: the checkpoint itself, or its universal copy for another world."""

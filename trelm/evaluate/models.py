@@ -9,12 +9,11 @@ anything else is a folder (`./name` for one in the working directory) or a Huggi
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 from storage import layout
 from storage.errors import InputError
-from storage.tokens import PACKAGED, model_location
+from storage.tokens import PACKAGED, model_location, quiet_loading
 
 
 class NoMLMHead(InputError, ValueError):
@@ -43,19 +42,6 @@ def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
-
-
-@contextmanager
-def quiet_loading():
-    """Silence transformers' load report: a missing MLM head becomes NoMLMHead, an unused one is expected."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 def load_masked_lm(path: str, device: str):
