@@ -342,7 +342,8 @@ def verify(
 ) -> None:
     """Check every dataset of the run against its manifest (part sizes, footers, rows; --full: checksums).
     Damaged parts are taken back, so that the next run of their stage rebuilds exactly them."""
-    from flows import ops, stages
+    from flows import stages
+    from flows.config import STAGES
     from storage import layout, shards
 
     cfg = _config(config, set_, data_root, run)
@@ -356,7 +357,7 @@ def verify(
             shards.reopen_damaged(run_dir, shards.DATASETS[name], problems)
     if damaged:
         stages_to_run = {_REBUILT_BY.get(name, "select") for name in damaged}
-        redo = [stage for stage in ops.STAGES if stage in stages_to_run]
+        redo = [stage for stage in STAGES if stage in stages_to_run]
         raise shards.DamagedDatasetError(
             f"damaged datasets in {run_dir}: {', '.join(damaged)}; their damaged parts were taken back",
             fix=f"run `trelm run` (or `trelm {' then trelm '.join(redo)}`): it rebuilds those parts only",

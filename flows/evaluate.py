@@ -41,7 +41,7 @@ def evaluate_flow(config: PipelineConfig) -> dict:
         # one after another: each evaluation already uses every core (or the GPU)
         results = [evaluate_checkpoint_task(name, config, run_dir) for name in config.evaluate.checkpoints]
         report = write_report_task(config, run_dir, results)
-        from trelm.evaluate.report import comparison_rows
+        from trelm.evaluate.report import comparison_rows, evaluation_stats
 
         create_table_artifact(
             key="eval-report", table=comparison_rows(results), description=f"Evaluation of {run_dir.name}"
@@ -49,10 +49,3 @@ def evaluate_flow(config: PipelineConfig) -> dict:
         create_markdown_artifact(key="eval-report-md", markdown=Path(report).read_text())
         get_run_logger().info("evaluation report: %s\n%s", report, Path(report).read_text())
         return {"report": report, "checkpoints": results, "stats": evaluation_stats(results)}
-
-
-def evaluation_stats(results: list[dict]) -> dict[str, int]:
-    """What the stage table shows: checkpoints evaluated, (checkpoint, task) pairs scored and not run."""
-    entries = [entry for result in results for entry in result["tasks"].values()]
-    scored = sum(entry["status"] == "ok" for entry in entries)
-    return {"checkpoints": len(results), "tasks_scored": scored, "tasks_not_run": len(entries) - scored}

@@ -26,7 +26,7 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import unmapped
 
 from flows import ops, report, stages
-from flows.config import PipelineConfig, load_config
+from flows.config import STAGES, PipelineConfig, load_config
 from flows.evaluate import evaluate_flow
 from flows.pretrain import pretrain_flow
 from preprocessing import link as link_stage
@@ -280,7 +280,7 @@ def _hand_over(cfg: PipelineConfig) -> None:
     """Start the next deployment on the whole config (its earlier stages are cached); do not wait."""
     from prefect.deployments import run_deployment
 
-    rest = cfg.orchestration.model_copy(update={"run_until": ops.STAGES[-1], "then_deployment": None})
+    rest = cfg.orchestration.model_copy(update={"run_until": STAGES[-1], "then_deployment": None})
     parameters = {"config": cfg.model_copy(update={"orchestration": rest}).model_dump(mode="json")}
     started = run_deployment(cfg.orchestration.then_deployment, parameters=parameters, timeout=0)
     get_run_logger().info("handed over to %s: flow run %s", cfg.orchestration.then_deployment, started.id)

@@ -226,7 +226,7 @@ def test_stage_table_rows():
 
 
 def test_stage_tables_of_stages_without_rows_have_no_null_or_throughput_rows():
-    from flows.evaluate import evaluation_stats
+    from trelm.evaluate.report import evaluation_stats
 
     results = [
         {"checkpoint": "minilm", "tasks": {"kg-probe": {"status": "not run: no MLM head"}}},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.ops import STAGES
+from flows.config import STAGES
 from flows.report import artifact_key
 
 REPO = Path(__file__).resolve().parents[1]

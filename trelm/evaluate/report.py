@@ -84,6 +84,13 @@ def result_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
+def evaluation_stats(results: list[dict]) -> dict[str, int]:
+    """What the stage table shows: checkpoints evaluated, (checkpoint, task) pairs scored and not run."""
+    entries = [entry for result in results for entry in result["tasks"].values()]
+    scored = sum(entry["status"] == "ok" for entry in entries)
+    return {"checkpoints": len(results), "tasks_scored": scored, "tasks_not_run": len(entries) - scored}
+
+
 def comparison_rows(results: list[dict]) -> list[dict]:
     """Rows of the comparison (task, metric, one column per checkpoint, the paper's figures)."""
     return [
