@@ -18,6 +18,7 @@ export PREFECT_API_URL="http://127.0.0.1:${PREFECT_PORT}/api"
 export TRELM_HOME="$ROOT" TRELM_DATA_ROOT="${TRELM_DATA_ROOT:-$ROOT/data}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 PREFECT="${PREFECT:-$ROOT/.venv/bin/prefect}"
+PYTHON="$(dirname "$PREFECT")/python"  # the health check's: the environment of the prefect given
 POOL=trelm-process
 
 # start a command in its own session (so `stop` can end it with its children); pid to $1.pid
@@ -29,7 +30,7 @@ start_bg() {
 
 wait_healthy() {
   for _ in $(seq 1 240); do
-    if "$ROOT/.venv/bin/python" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+    if "$PYTHON" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
         "$PREFECT_API_URL/health" 2>/dev/null; then
       return 0
     fi

@@ -137,8 +137,8 @@ def test_serve_run_cache_kill_and_resume(tmp_path):
         "TRELM_DATA_ROOT": str(data),
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # the worker picks a run up within a second
     }
-    started = _run([str(ROOT / "deploy" / "serve.sh"), "start"], env, timeout=200)
-    try:
+    try:  # inside: a start that fails half-way still leaves a server for `stop` to end
+        started = _run([str(ROOT / "deploy" / "serve.sh"), "start"], env, timeout=200)
         assert f"UI http://127.0.0.1:{port}" in started and "started: worker" in started
         # the UI finds its API through /ui-settings: on a port other than 4200 it must name this port
         assert _ui_settings(port)["api_url"] == api
