@@ -152,3 +152,20 @@ def test_nested_holders_in_one_process_share_the_lock(tmp_path):
     with run_lock(tmp_path, 0, lock_holder()), run_lock(tmp_path, 0, lock_holder()):
         assert json.loads((tmp_path / HOLDER_NAME).read_text())["pid"]
     assert not (tmp_path / HOLDER_NAME).exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_forced_run_over_a_deleted_part_rebuilds_it(tmp_path):
+    """`orchestration.force=true` used to end in a FileNotFoundError traceback on a deleted part."""
+    import sys
+    from pathlib import Path
+
+    data_root = tmp_path / "data"
+    command = [str(Path(sys.executable).with_name("trelm")), "run", "--data-root", str(data_root)]
+    command += ["--config", "sample", "--set", "orchestration.run_until=ingest", "--set", "progress=false"]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    (run_dir,) = (data_root / "runs").iterdir()
+    _damage(dataset_dir(run_dir, PAGES) / "part-00001.parquet", "deleted")
+    forced = subprocess.run([*command, "--set", "orchestration.force=true"], capture_output=True, text=True)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert damaged_parts(run_dir, PAGES, full=True) == []
