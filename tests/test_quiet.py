@@ -31,7 +31,7 @@ def test_the_whole_run_prints_a_line_per_stage_then_the_epilogue(rehearsal_run):
 
 
 def test_the_packaged_backbone_loads_without_a_load_report(capfd):
-    from trelm.modelconfig import ModelConfig
+    from trelm.config import ModelConfig
 
     from trelm.model import FRESH_ATTRIBUTE, load_backbone
 
@@ -46,7 +46,9 @@ def test_a_cpu_world_of_one_starts_without_deepspeed_noise():
         "from trelm.config import PretrainConfig; from trelm.distributed import init_distributed; "
         "init_distributed(PretrainConfig.model_validate({'train': {'master_port': 29673}}))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    # a rendezvous of its own: an earlier test of this process may have set MASTER_PORT and holds that port
+    dropped = {"DS_ACCELERATOR", "MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Setting accelerator to CPU" not in done.stdout + done.stderr
