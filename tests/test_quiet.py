@@ -32,7 +32,6 @@ def test_the_whole_run_prints_a_line_per_stage_then_the_epilogue(rehearsal_run):
 
 def test_the_packaged_backbone_loads_without_a_load_report(capfd):
     from trelm.config import ModelConfig
-
     from trelm.model import FRESH_ATTRIBUTE, load_backbone
 
     mlm, _ = load_backbone(ModelConfig(backbone="minilm"))
