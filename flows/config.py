@@ -32,6 +32,42 @@ Stage = Literal["download", "ingest", "link", "select", "pretrain", "evaluate"]
 RunnerKind = Literal["threads", "processes", "dask-local", "dask-address", "ray-address"]
 
 
+class TaskResources(BaseModel):
+    """What each per-part task of one stage needs on a cluster. Dask reads it as worker resources
+    (`dask worker --resources "GPU=1,MEMORY=64e9"`: a task waits for a worker that declares them), Ray as
+    `num_gpus` and `memory`; the other runners ignore it. None: nothing declared, any worker runs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: float | None = Field(
+        None, gt=0, description="GPUs each task needs (Dask: the worker resource `GPU`; Ray: `num_gpus`)."
+    )
+    memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory each task needs, in GB (Dask: the worker resource `MEMORY`, in bytes; Ray: "
+        "`memory`).",
+    )
+
+
+class StageResources(BaseModel):
+    """Per stage: what each of its mapped per-part tasks declares to a Dask or Ray cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ingest: TaskResources = Field(
+        default_factory=TaskResources, description="Each extract part (one group of streams)."
+    )
+    link: TaskResources = Field(
+        default_factory=TaskResources,
+        description="Each link part: `memory_gb` for the anchor dictionary each worker loads.",
+    )
+    select: TaskResources = Field(
+        default_factory=TaskResources,
+        description="Each select part: `gpus` for the SI encoder, so that N GPUs score N parts at once.",
+    )
+
+
 class OrchestrationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,9 +76,9 @@ class OrchestrationConfig(BaseModel):
     )
     task_runner: RunnerKind = Field(
         "threads",
-        description="Where per-part tasks run: `threads` (the CPU work goes to each stage's own worker "
-        "processes), `processes`, `dask-local` (a local Dask cluster), `dask-address` or `ray-address` "
-        "(an existing cluster at `address`).",
+        description="Where the per-part tasks of ingest, link and select run: `threads` (each stage's "
+        "own worker processes, as the CLI runs them), `processes`, `dask-local` (a local Dask cluster), "
+        "`dask-address` or `ray-address` (an existing cluster at `address`).",
     )
     address: str | None = Field(
         None,
@@ -50,7 +86,15 @@ class OrchestrationConfig(BaseModel):
         "`*-address` task runners.",
     )
     workers: int | None = Field(
-        None, ge=1, description="Threads, processes or local Dask workers; default: the CPU count."
+        None,
+        ge=1,
+        description="Threads, processes or local Dask workers; default: the CPU count. On a cluster, "
+        "ingest keeps twice this many parts in flight (a part read in one pass holds its pages).",
+    )
+    resources: StageResources = Field(
+        default_factory=StageResources,
+        description="What each per-part task declares on Dask or Ray (select's GPUs, link's memory); "
+        "default: nothing, so a cluster whose workers declare no resources runs every task.",
     )
     lock_timeout_s: float = Field(
         60.0,
@@ -68,6 +112,11 @@ class OrchestrationConfig(BaseModel):
         description="Run the stages even when this dump was already processed with the same config "
         "(each stage still takes its cached result).",
     )
+
+    def maps_parts(self) -> bool:
+        """Whether ingest and select map their parts on the task runner: every runner but `threads`, where
+        each stage keeps its own local process pool, as the CLI runs it (link maps its parts always)."""
+        return self.task_runner != "threads"
 
     def runs(self, stage: str) -> bool:
         """Whether `stage` is at or before `run_until`."""

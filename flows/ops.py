@@ -95,6 +95,25 @@ def make_task_runner(cfg: OrchestrationConfig):
     return runner(max_workers=cfg.workers)
 
 
+def task_resources(cfg: OrchestrationConfig, stage: str):
+    """A context in which the stage's per-part tasks are submitted with what `orchestration.resources`
+    declares for it: Dask resource annotations (`GPU`, `MEMORY` in bytes), Ray remote options; nothing on
+    the other runners, or when nothing is declared (a worker without resources then runs the task)."""
+    need = getattr(cfg.resources, stage)
+    memory = int(need.memory_gb * 1e9) if need.memory_gb else None
+    if cfg.task_runner.startswith("dask") and (need.gpus or memory):
+        import dask
+
+        declared = {"GPU": need.gpus, "MEMORY": memory}
+        return dask.annotate(resources={k: v for k, v in declared.items() if v})
+    if cfg.task_runner.startswith("ray") and (need.gpus or memory):
+        from prefect_ray.context import remote_options
+
+        declared = {"num_gpus": need.gpus, "memory": memory}
+        return remote_options(**{k: v for k, v in declared.items() if v})
+    return contextlib.nullcontext()
+
+
 # ----------------------------------------------------------------------------- retries
 
 

@@ -29,7 +29,9 @@ from flows import ops, report, stages
 from flows.config import STAGES, PipelineConfig, load_config
 from flows.evaluate import evaluate_flow
 from flows.pretrain import pretrain_flow
+from preprocessing import ingest as ingest_stage
 from preprocessing import link as link_stage
+from preprocessing import select as select_stage
 from preprocessing.download import DownloadReport
 from preprocessing.ingest import ingest_provenance
 from preprocessing.select import select_provenance
@@ -111,11 +113,23 @@ def ingest_task(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) ->
     return stages.run_ingest(cfg, run_dir, dump)
 
 
+# not cached: a staged part is deleted once ingest has sealed `pages`, so a cached result could name a
+# file that is gone; a part done for the same fingerprint is kept on disk before it is submitted
+@task(name="extract-part", cache_policy=NONE, retries=1, retry_condition_fn=ops.retry_transient)
+def extract_part_task(job: ingest_stage.ExtractJob) -> PartInfo:
+    """One group of streams (or of pages read in one pass) -> its staged pages and redirects parts."""
+    return ingest_stage.extract_part(job)
+
+
 @flow(name="ingest")
 def ingest_flow(config: PipelineConfig, dump: Path | None = None) -> dict:
-    """Extract `pages` and `redirects` shards from the downloaded run (or a local file)."""
+    """Extract `pages` and `redirects` shards from the downloaded run (or a local file): on a cluster
+    runner the flow plans the parts, maps their extraction on the runner, then resolves links itself."""
     run_dir = stages.run_dir_for(config, dump)
     with stages.locked(config, run_dir):
+        if config.orchestration.maps_parts():
+            with ops.task_resources(config.orchestration, "ingest"):
+                return stages.run_ingest(config, run_dir, dump, submit=extract_part_task.submit)
         fresh = not is_intact(run_dir, PAGES)  # a damaged output is not a result to cache
         task = ingest_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh)
         return task(config, run_dir, dump)
@@ -185,9 +199,10 @@ def link_flow(config: PipelineConfig) -> dict:
             config, run_dir
         )
         parts = link_stage.pages_parts(run_dir)
-        futures = link_part_task.with_options(result_storage=results, refresh_cache=fresh).map(
-            unmapped(config), unmapped(run_dir), parts, unmapped(provenance)
-        )
+        with ops.task_resources(config.orchestration, "link"):
+            futures = link_part_task.with_options(result_storage=results, refresh_cache=fresh).map(
+                unmapped(config), unmapped(run_dir), parts, unmapped(provenance)
+            )
         done = report.results_with_progress(futures, "link")
         link_stage.shutdown_pool()
         if is_complete(run_dir, MENTIONS, provenance.fingerprint):  # every part came from before: keep it
@@ -210,22 +225,63 @@ def select_task(cfg: PipelineConfig, run_dir: Path) -> dict:
     return stages.run_select(cfg, run_dir)
 
 
+def _select_part_key(_context, parameters) -> str:
+    # the provenance holds the select config, the pages, mentions and KG fingerprints, the code
+    provenance: Provenance = parameters["provenance"]
+    return _key(f"select-part-{parameters['index']}", None, parameters["run_dir"], provenance.fingerprint)
+
+
+@task(
+    name="select-part",
+    cache_key_fn=_select_part_key,
+    persist_result=True,
+    retries=1,
+    retry_condition_fn=ops.retry_transient,
+)
+def select_part_task(cfg: PipelineConfig, run_dir: Path, index: int, provenance: Provenance) -> PartInfo:
+    """One pages part -> its instances part, on a worker that builds the corpus and the encoder once."""
+    return select_stage.select_part_here(cfg.select, run_dir, index, provenance)
+
+
 @flow(name="select")
 def select_flow(config: PipelineConfig) -> dict:
     """Sequences, SI scores, important entities with their KG triples, `instances` and embeddings."""
     run_dir = stages.run_dir_for(config)
     with stages.locked(config, run_dir):
-        fresh = not is_intact(run_dir, INSTANCES)
-        future = select_task.with_options(
-            result_storage=stages.results_dir(config), refresh_cache=fresh
-        ).submit(config, run_dir)
-        # one instances part per pages part: their count on disk is the stage's progress
-        written = report.count_files(dataset_dir(run_dir, INSTANCES), "part-*.parquet")
-        parts = len(read_manifest(run_dir, PAGES)["parts"])
-        manifest = report.result_with_progress(future, "select", written, parts)
+        if config.orchestration.maps_parts():
+            manifest = _select_mapped(config, run_dir)
+        else:
+            manifest = _select_here(config, run_dir)
     plot = manifest["select"]["long_tail_plot"]
     report.publish_picture("select-long-tail", Path(plot), "Entity frequencies and the long-tail cut-off")
     return manifest
+
+
+def _select_here(config: PipelineConfig, run_dir: Path) -> dict:
+    """The stage in one task (on a GPU worker when the deployment's pool provides one)."""
+    fresh = not is_intact(run_dir, INSTANCES)
+    future = select_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh).submit(
+        config, run_dir
+    )
+    # one instances part per pages part: their count on disk is the stage's progress
+    written = report.count_files(dataset_dir(run_dir, INSTANCES), "part-*.parquet")
+    return report.result_with_progress(future, "select", written, select_stage.n_parts(run_dir))
+
+
+def _select_mapped(config: PipelineConfig, run_dir: Path) -> dict:
+    """Prepare here, map the parts on the task runner (each declaring its GPUs), finalize here."""
+    stages.save_run_config(config, run_dir)
+    fresh = not is_intact(run_dir, INSTANCES)
+    provenance = select_stage.prepare(config.select, run_dir)
+    task = select_part_task.with_options(result_storage=stages.results_dir(config), refresh_cache=fresh)
+    with ops.task_resources(config.orchestration, "select"):
+        futures = task.map(
+            unmapped(config), unmapped(run_dir), range(select_stage.n_parts(run_dir)), unmapped(provenance)
+        )
+    done = report.results_with_progress(futures, "select")
+    if is_complete(run_dir, INSTANCES, provenance.fingerprint):  # every part came from before: keep it
+        return read_manifest(run_dir, INSTANCES)
+    return select_stage.finalize(config.select, run_dir, provenance, done)
 
 
 # ----------------------------------------------------------------------------- the whole pipeline
@@ -235,9 +291,9 @@ def _stage_flows(cfg: PipelineConfig) -> tuple:
     """The stages in order: (name, subflow taking the config and returning a manifest-like dict)."""
     return (
         ("download", download_flow),
-        ("ingest", ingest_flow),
+        ("ingest", ingest_flow.with_options(task_runner=ops.make_task_runner(cfg.orchestration))),
         ("link", link_flow.with_options(task_runner=ops.make_task_runner(cfg.orchestration))),
-        ("select", select_flow),
+        ("select", select_flow.with_options(task_runner=ops.make_task_runner(cfg.orchestration))),
         ("pretrain", pretrain_flow),
         ("evaluate", evaluate_flow),
     )

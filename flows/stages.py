@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flows import ops
@@ -72,12 +73,14 @@ def ingest_inputs(cfg: PipelineConfig, dump: Path | None) -> IngestInputs:
     return inputs_for_run(layout.dumps_dir(cfg.data_root, cfg.download.wiki, cfg.download.date))
 
 
-def run_ingest(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None) -> dict:
+def run_ingest(cfg: PipelineConfig, run_dir: Path, dump: Path | None = None, submit=None) -> dict:
     """Ingest into `run_dir`, saving the resolved config beside the outputs first (once the input is
-    known to exist: a missing one leaves no run folder behind)."""
+    known to exist: a missing one leaves no run folder behind). `submit`: a task runner's submission of
+    one extract job (the flow's, on a cluster); None: ingest's own process pool."""
     inputs = ingest_inputs(cfg, dump)
     save_run_config(cfg, run_dir)
-    manifest = ingest(cfg.ingest, inputs, run_dir, progress=cfg.progress)
+    in_flight = 2 * (cfg.orchestration.workers or os.cpu_count() or 1)
+    manifest = ingest(cfg.ingest, inputs, run_dir, cfg.progress, submit, in_flight)
     return {**manifest, "rows_in": pages_read(manifest)}
 
 

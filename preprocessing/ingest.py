@@ -3,8 +3,9 @@
 Two phases, each resumable part by part:
 
 1. extract (parallel): each part is a run of bz2 streams (multistream + index) or a run of pages (one
-   pass over a file without index); a worker process decompresses, parses and cleans it and writes a
-   staged `pages` part (link targets normalized but not yet resolved) and its `redirects` part.
+   pass over a file without index); a worker process (of a local pool, or of a task runner's cluster
+   through `submit`) decompresses, parses and cleans it and writes a staged `pages` part (link targets
+   normalized but not yet resolved) and its `redirects` part.
 2. resolve: link targets go through redirects (two hops, for double redirects) to a page id and,
    through `page_props`, to a QID. The title map of a full dump (17M titles) is a DuckDB table, so
    memory is bounded by DuckDB's limit rather than by a Python dict per worker.
@@ -15,9 +16,10 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -122,14 +124,91 @@ def _not_articles(stats) -> int:
     return stats.get("redirects", 0) + sum(v for k, v in stats.items() if k.startswith("skipped"))
 
 
-def ingest(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, progress: bool = True) -> dict:
-    """Run both phases; returns the `pages` manifest. Complete parts of an earlier run are kept."""
+def ingest(
+    cfg: IngestConfig,
+    inputs: IngestInputs,
+    run_dir: Path,
+    progress: bool = True,
+    submit: Callable[[ExtractJob], Future] | None = None,
+    in_flight: int | None = None,
+) -> dict:
+    """Run both phases; returns the `pages` manifest. Complete parts of an earlier run are kept.
+
+    Phase 1 runs each part's `extract_part` in a local pool of `workers` processes, or through `submit`
+    (a task runner's: `submit(job)` returns a future of its PartInfo), `in_flight` parts at a time."""
     provenance = ingest_provenance(cfg, inputs)
-    if is_complete(run_dir, REDIRECTS, provenance.fingerprint) and is_complete(
-        run_dir, PAGES, provenance.fingerprint
-    ):
+    if is_done(run_dir, provenance):
         return read_manifest(run_dir, PAGES)  # same inputs, config and code: nothing to do
-    staged = _extract(cfg, inputs, run_dir, provenance, progress)
+    jobs = start(cfg, inputs, run_dir, provenance)
+    bar = tqdm(desc="extract", unit="part", disable=not progress)
+    if submit is None:
+        with process_pool(cfg.workers, ["preprocessing.ingest"]) as pool:
+            staged = extract_all(jobs, partial(pool.submit, extract_part), 2 * cfg.workers, bar.update)
+    else:
+        staged = extract_all(jobs, submit, in_flight or 2 * cfg.workers, bar.update)
+    bar.close()
+    return finalize(cfg, inputs, run_dir, provenance, staged, progress)
+
+
+def is_done(run_dir: Path, provenance: Provenance) -> bool:
+    """Both outputs complete for this provenance (inputs, config, code)."""
+    return is_complete(run_dir, REDIRECTS, provenance.fingerprint) and is_complete(
+        run_dir, PAGES, provenance.fingerprint
+    )
+
+
+def start(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, provenance: Provenance):
+    """Mark the outputs incomplete, then the extract jobs, planned lazily: a job read in one pass holds
+    its pages, so only the jobs in flight are in memory."""
+    for dataset in (STAGED_PAGES, PAGES, REDIRECTS):
+        ShardWriter(run_dir, dataset, provenance).open()
+    return _plan_jobs(cfg, inputs, run_dir, provenance)
+
+
+def extract_all(
+    jobs: Iterator[ExtractJob],
+    submit: Callable[[ExtractJob], Future],
+    in_flight: int,
+    on_part: Callable[[], object] = lambda: None,
+) -> list[PartInfo]:
+    """Every job's staged part: kept from an earlier run when done for the same fingerprint, else
+    `submit(job).result()`, with at most `in_flight` jobs submitted and not yet collected."""
+    done: list[PartInfo] = []
+    pending: list[Future] = []
+    for job in jobs:
+        info = kept_part(job)
+        if info is None:
+            pending.append(submit(job))
+        else:
+            done.append(info)
+            on_part()
+        while len(pending) > in_flight:
+            done.append(pending.pop(0).result())  # bounded look-ahead: a one-pass job holds its pages
+            on_part()
+    for future in pending:
+        done.append(future.result())
+        on_part()
+    return sorted(done, key=lambda p: p.name)
+
+
+def kept_part(job: ExtractJob) -> PartInfo | None:
+    """The job's staged part from an earlier run, when it and its redirects part are done for the job's
+    fingerprint (a run killed in phase 1 or 2 resumes there)."""
+    info = ShardWriter(job.run_dir, STAGED_PAGES, job.provenance).done_part(job.index, job.part_fingerprint)
+    return info if info and _redirects_done(job.run_dir, job.provenance, job) else None
+
+
+def finalize(
+    cfg: IngestConfig,
+    inputs: IngestInputs,
+    run_dir: Path,
+    provenance: Provenance,
+    staged: list[PartInfo],
+    progress: bool = True,
+) -> dict:
+    """Phase 2 over the staged parts: the loss check (nothing is sealed past it), links resolved into
+    `pages`, then the `redirects` manifest; the staging folder goes. Returns the `pages` manifest."""
+    staged = sorted(staged, key=lambda p: p.name)
     check_losses(cfg, inputs, staged)
     redirect_parts = [_redirects_part(run_dir, p) for p in staged]
     pages_manifest = resolve_links(cfg, inputs, run_dir, provenance, staged, progress)
@@ -171,33 +250,6 @@ def check_losses(cfg: IngestConfig, inputs: IngestInputs, staged: list[PartInfo]
 
 
 # ---------------------------------------------------------------- phase 1: extract
-
-
-def _extract(cfg: IngestConfig, inputs: IngestInputs, run_dir: Path, provenance: Provenance, progress: bool):
-    staged = ShardWriter(run_dir, STAGED_PAGES, provenance).open()
-    ShardWriter(run_dir, PAGES, provenance).open()
-    ShardWriter(run_dir, REDIRECTS, provenance).open()
-    jobs = _plan_jobs(cfg, inputs, run_dir, provenance)
-    done: list[PartInfo] = []
-    bar = tqdm(desc="extract", unit="part", disable=not progress)
-    with process_pool(cfg.workers, ["preprocessing.ingest"]) as pool:
-        pending: list[Future] = []
-        for job in jobs:
-            info = staged.done_part(job.index, job.part_fingerprint)
-            if info and _redirects_done(run_dir, provenance, job):
-                done.append(info)
-                bar.update()
-                continue
-            pending.append(pool.submit(extract_part, job))
-            # bounded look-ahead: in the one-pass path each job holds its pages' XML in memory
-            while len(pending) > 2 * cfg.workers:
-                done.append(pending.pop(0).result())
-                bar.update()
-        for fut in pending:
-            done.append(fut.result())
-            bar.update()
-    bar.close()
-    return sorted(done, key=lambda p: p.name)
 
 
 def _plan_jobs(

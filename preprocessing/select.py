@@ -30,6 +30,7 @@ selected is counted by reason in the manifest.
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -114,7 +115,9 @@ class Corpus:
         return self.freq[kg_ids] <= self.cutoff
 
 
-def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
+def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer, write: bool = True) -> Corpus:
+    """The corpus facts; `write`: also write the held-out split (the stage's prepare step does; a worker
+    rebuilding the same facts does not)."""
     import duckdb
 
     conn = duckdb.connect()
@@ -122,7 +125,7 @@ def build_corpus(cfg: SelectConfig, run_dir: Path, tokenizer) -> Corpus:
     counted = conn.sql(_FREQ_SQL.format(mentions=dataset_files(run_dir, MENTIONS))).fetchnumpy()
     freq = np.zeros(n, np.int64)
     freq[counted["kg_id"].astype(np.int64)] = counted["n"]
-    best = chosen_triples(conn, cfg, run_dir)
+    best = chosen_triples(conn, cfg, run_dir, write)
     rel, tail = np.full(n, -1, np.int32), np.full(n, -1, np.int32)
     rel[best["head"]], tail[best["head"]] = best["rel"], best["tail"]
     tail_ids = _tail_tokens(conn, run_dir, np.unique(best["tail"]), tokenizer, cfg.max_tail_tokens)
@@ -139,12 +142,14 @@ def best_triples(conn, run_dir: Path, triples: str | None = None) -> dict[str, n
     return conn.sql(sql).fetchnumpy()
 
 
-def chosen_triples(conn, cfg: SelectConfig, run_dir: Path) -> dict[str, np.ndarray]:
+def chosen_triples(conn, cfg: SelectConfig, run_dir: Path, write: bool = True) -> dict[str, np.ndarray]:
     """{head, rel, tail}: every head's CKA target by `cfg.target_policy`, never a held-out triple. Writes
-    the held-out split as `held_out_triples` first (the KG-embedding step leaves those triples out)."""
+    the held-out split as `held_out_triples` first when `write` (the KG-embedding step leaves those
+    triples out); the split is a pure function of the triples and the seed, so a worker recomputes it."""
     triples = read_triples(run_dir)
     held = held_out_mask(triples, cfg.held_out_fraction, cfg.target_seed)
-    write_held_out(run_dir, triples[held], cfg)
+    if write:
+        write_held_out(run_dir, triples[held], cfg)
     kept = triples[~held]
     conn.register(
         "kept_triples",
@@ -350,24 +355,72 @@ _INPUTS = ((PAGES, "ingest"), (MENTIONS, "link"), (KG_ENTITIES, "link"), (KG_TRI
 
 
 def select(cfg: SelectConfig, run_dir: Path, progress: bool = True) -> dict:
-    """The whole stage; returns the `instances` manifest. Complete parts of an earlier run are kept."""
+    """The whole stage in this process; returns the `instances` manifest. Complete parts of an earlier
+    run are kept. A task runner runs the same steps: `prepare`, `select_part_here` per part, `finalize`."""
     from tqdm import tqdm
 
-    provenance = select_provenance(cfg, run_dir)
+    provenance = prepare(cfg, run_dir)
     if is_complete(run_dir, INSTANCES, provenance.fingerprint):
         return read_manifest(run_dir, INSTANCES)
-    for dataset, stage in _INPUTS:  # damaged inputs fail here, naming the parts, not inside a part
-        require_intact(run_dir, dataset, stage)
-    writer = ShardWriter(run_dir, INSTANCES, provenance).open()
-    encoder = _encoder(cfg.si.model_dump_json())
-    corpus = build_corpus(cfg, run_dir, encoder[0])
-    n_parts = len(part_paths(run_dir, PAGES))
     parts = [
-        select_part(cfg, run_dir, i, corpus, encoder, provenance)
-        for i in tqdm(range(n_parts), desc="select", disable=not progress)
+        select_part_here(cfg, run_dir, i, provenance)
+        for i in tqdm(range(n_parts(run_dir)), desc="select", disable=not progress)
     ]
+    return finalize(cfg, run_dir, provenance, parts)
+
+
+def prepare(cfg: SelectConfig, run_dir: Path) -> Provenance:
+    """The stage's provenance; unless `instances` is complete for it: the inputs checked (damaged inputs
+    fail here, naming the parts, not inside a part), the held-out split written, `instances` opened."""
+    provenance = select_provenance(cfg, run_dir)
+    if is_complete(run_dir, INSTANCES, provenance.fingerprint):
+        return provenance
+    for dataset, stage in _INPUTS:
+        require_intact(run_dir, dataset, stage)
+    ShardWriter(run_dir, INSTANCES, provenance).open()
+    part_context(cfg, run_dir, provenance, write=True)  # this process's parts use it too
+    return provenance
+
+
+def n_parts(run_dir: Path) -> int:
+    """One instances part per pages part."""
+    return len(part_paths(run_dir, PAGES))
+
+
+def select_part_here(cfg: SelectConfig, run_dir: Path, index: int, provenance: Provenance) -> PartInfo:
+    """`select_part` with the corpus and the encoder of this process, built on its first part (a task
+    runner's worker rebuilds them from the run folder rather than receiving them with each task)."""
+    corpus, encoder = part_context(cfg, run_dir, provenance)
+    return select_part(cfg, run_dir, index, corpus, encoder, provenance)
+
+
+def finalize(cfg: SelectConfig, run_dir: Path, provenance: Provenance, parts: list[PartInfo]) -> dict:
+    """After the parts: the corpus-wide outputs, then the `instances` manifest."""
+    corpus, encoder = part_context(cfg, run_dir, provenance)
+    parts = sorted(parts, key=lambda p: p.name)
     summary = finalize_outputs(cfg, run_dir, corpus, encoder[0], parts, provenance)
+    writer = ShardWriter(run_dir, INSTANCES, provenance)
     return writer.finalize(parts, stats=summary["counts"], extra={"select": summary["facts"]})
+
+
+_contexts: dict[tuple, tuple] = {}  # the latest run's (corpus, encoder) of this process
+_context_lock = threading.Lock()  # the threads of one worker build it once
+
+
+def part_context(
+    cfg: SelectConfig, run_dir: Path, provenance: Provenance, write: bool = False
+) -> tuple[Corpus, tuple]:
+    """(corpus, (tokenizer, encoder)) for the parts of this run, built once per process and kept for the
+    same config and provenance fingerprint (a changed input or config builds them again); `write`: build
+    them afresh and write the held-out split (the stage's prepare step)."""
+    key = (cfg.model_dump_json(), str(run_dir), provenance.fingerprint)
+    with _context_lock:
+        if write or key not in _contexts:
+            encoder = _encoder(cfg.si.model_dump_json())
+            corpus = build_corpus(cfg, run_dir, encoder[0], write)
+            _contexts.clear()
+            _contexts[key] = (corpus, encoder)
+        return _contexts[key]
 
 
 def finalize_outputs(cfg: SelectConfig, run_dir: Path, corpus: Corpus, tokenizer, parts, provenance) -> dict:
