@@ -8,7 +8,8 @@ DATA   ?= data/demo
 
 .PHONY: venv demo test lint sample bench-ingest serve stop clean
 
-$(VENV)/.installed: pyproject.toml
+# the `dask` extra too: tests/test_cluster.py runs the pipeline on a local Dask cluster
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"

@@ -6,7 +6,10 @@ across runs: a task's cache key is its config section plus what it reads (dump d
 manifest fingerprints, code version) and its result is persisted under the data root; a task whose
 output is not complete on disk refreshes its cache entry, so deleting an output re-runs the stage
 instead of returning a result that points at nothing. Inside a stage, parts resume one by one
-(storage.shards), so a killed worker's re-run redoes only unfinished parts.
+(storage.shards), so a killed worker's re-run redoes only unfinished parts. On any task runner but
+`threads`, ingest, link and select map their parts on it (`OrchestrationConfig.maps_parts`), each
+task declaring what its stage needs on a cluster (`ops.task_resources`); on `threads` ingest and select
+keep the process pool and the single task the CLI runs.
 
 The parent flow resolves the dump date, takes the run folder's lock and ends at once ("nothing
 new") when the folder's completion record says this dump was processed with the same config
