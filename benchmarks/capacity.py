@@ -744,23 +744,29 @@ def select_rows(rows: dict, f: dict, m) -> list[dict]:
     tokens = si["tokens"] / si["forwards"]
     cpu_per_forward = si["in_child_cpu_s"] / si["forwards"]
     gpu_s = forwards * forward_flops(tokens) / (m.gpu_tflops * 1e12 * m.mfu)
+    # on the Dask or Ray runner each select part runs on a worker holding one GPU (one worker per GPU,
+    # `orchestration.resources.select.gpus: 1`), which tokenizes and scores its own parts; the default
+    # `threads` runner runs the parts in turn in one process on one GPU
+    workers = m.gpus * m.machines
+    default_h = (seq_cpu + gpu_s) / 3600
+    runs_on = f"{m.gpus} GPU workers a machine, a part each (Dask/Ray; `threads`: 1 GPU, {default_h:.0f} h)"
     return [
         {
             "stage": "select: sequences",
-            "runs on": "1 process (select runs its parts in turn)",
+            "runs on": runs_on,
             "work": f"{sequences / 1e6:.0f}M sequences of <= 512 tokens (f; the paper: 26M)",
-            "one": seq_cpu,
-            "cluster": seq_cpu,
+            "one": seq_cpu / m.gpus,
+            "cluster": seq_cpu / workers,
             "memory": "-",
             "basis": "f",
         },
         {
             "stage": "select: SI",
-            "runs on": f"1 GPU as built ({m.gpus} if parts were split: not built)",
+            "runs on": runs_on,
             "work": f"{forwards / 1e6:.0f}M forwards of {tokens:.0f} tokens (f); CPU: "
             f"{forwards * cpu_per_forward / 3600 / 1e3:.0f}k core-h (f)",
-            "one": gpu_s,
-            "cluster": gpu_s,
+            "one": gpu_s / m.gpus,
+            "cluster": gpu_s / workers,
             "memory": "-",
             "basis": f"p ({m.gpu_tflops:g} TFLOPS x MFU {m.mfu:g})",
         },
@@ -968,7 +974,9 @@ def main() -> None:
         print(MARK + json.dumps(CHILDREN[args.child[0]](*args.child[1:])))
         return
     sizes = QUICK if args.quick else FULL
-    saved = args.store or WORK / ("measured-quick.json" if args.quick else "measured.json")
+    # --replan reads the committed measurements unless told another file; a measuring run its own
+    committed = args.out / "measured.json" if args.replan else None
+    saved = args.store or committed or WORK / ("measured-quick.json" if args.quick else "measured.json")
     store = Store(saved, reuse=args.reuse or args.replan)
     started = time.perf_counter()
     if not args.replan:
