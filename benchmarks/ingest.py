@@ -8,17 +8,17 @@ FILE is a real pages-articles `.xml.bz2` (or `.xml`). With `--repeat K`, the ben
 K-times larger multistream copy with an index (page ids shifted per copy) so the parallel path
 is measured and peak memory can be compared across input sizes (it should stay flat).
 
-The floor rows decompress the same file with the same process count and throw the XML away: its
-multistream streams split between N processes, each running the stdlib's `bz2.decompress` (a file
-without index is one stream: one process), and, when `indexed-bzip2` is installed, its parallel
-decoder with N threads over the whole file. Each runs as a child process, measured like the tools.
+The floor rows (`bz2floor.py`) decompress the same file with the same process count and throw the XML
+away: its multistream streams split between N processes, each running the stdlib's `bz2.decompress`
+(a file without index is one stream: one process), and indexed-bzip2's parallel decoder with N
+threads over the whole file. Each runs as a child process, measured like the tools.
 
 Every command runs `--rounds` times, the commands of one input interleaved (floor, wikiextractor,
 trelm, floor, ...), and the median round is reported: on a shared machine a burst of load then
-hits all of them alike. wikiextractor is installed into the benchmark's own venv (`.bench/venv`),
-never into the project's. Prints a table: seconds, CPU seconds of the process tree, articles/s,
-MB/s of uncompressed XML, peak memory (PSS), each row's throughput as a share of the input's
-fastest floor, and trelm's speed-up over wikiextractor measured in the same run.
+hits all of them alike. wikiextractor and indexed-bzip2 are installed into the benchmark's own venv
+(`.bench/venv`), never into the project's. Prints a table: seconds, CPU seconds of the process
+tree, articles/s, MB/s of uncompressed XML, peak memory (PSS), each row's throughput as a share of
+the input's fastest floor, and trelm's speed-up over wikiextractor measured in the same run.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import psutil
+from bz2floor import stream_offsets
 from realdata import BENCH, gensim_sample
 
 WX_VENV = BENCH / "venv"
+BENCH_PACKAGES = ("wikiextractor==3.1.0", "indexed-bzip2==1.7.0")
+FLOOR = Path(__file__).with_name("bz2floor.py")
 _ID_RE = re.compile(r"<id>(\d+)</id>")
 _TITLE_RE = re.compile(r"<title>(.*?)</title>")
 
@@ -76,12 +78,18 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def wikiextractor_bin() -> Path:
-    exe = WX_VENV / "bin" / "wikiextractor"
-    if not exe.exists():
+def bench_venv() -> Path:
+    """The benchmark's own venv, with wikiextractor and indexed-bzip2 (never the project's)."""
+    marker = WX_VENV / f".installed-{'-'.join(BENCH_PACKAGES)}"
+    if not marker.exists():
         subprocess.run([sys.executable, "-m", "venv", str(WX_VENV)], check=True)
-        subprocess.run([str(WX_VENV / "bin" / "pip"), "install", "-q", "wikiextractor==3.1.0"], check=True)
-    return exe
+        subprocess.run([str(WX_VENV / "bin" / "pip"), "install", "-q", *BENCH_PACKAGES], check=True)
+        marker.touch()
+    return WX_VENV
+
+
+def wikiextractor_bin() -> Path:
+    return bench_venv() / "bin" / "wikiextractor"
 
 
 def input_facts(path: Path) -> tuple[int, int, int]:
@@ -147,69 +155,16 @@ def shifted(page: str, copy: int) -> str:
 # ---------------------------------------------------------------- the floor: decompression alone
 
 
-def stream_offsets(path: Path) -> list[int]:
-    """The stream offsets of a multistream file's index (empty without an index)."""
-    name = path.name.replace("multistream1.xml", "multistream-index1.txt")
-    index = path.with_name(name)
-    if index == path or not index.exists():
-        return []
-    with bz2.open(index, "rt", encoding="utf-8") as f:
-        return sorted({int(line.split(":", 1)[0]) for line in f if line.strip()})
-
-
-def _decode_streams(job: tuple[str, list[tuple[int, int | None]]]) -> int:
-    """Decompress byte ranges of a file, one stream each; the XML is counted, then dropped."""
-    path, ranges = job
-    out = 0
-    with open(path, "rb") as f:
-        for start, end in ranges:
-            f.seek(start)
-            out += len(bz2.decompress(f.read() if end is None else f.read(end - start)))
-    return out
-
-
-def decode_stdlib(path: Path, workers: int) -> int:
-    """The stdlib floor: the streams in `workers` runs of consecutive streams of about equal size,
-    one process each (a file without index is a single stream: one process reads it)."""
-    offsets = stream_offsets(path)
-    if not offsets:
-        with bz2.open(path, "rb") as f:
-            return sum(len(block) for block in iter(lambda: f.read(1 << 22), b""))
-    ranges = list(zip(offsets, [*offsets[1:], None], strict=True))
-    runs = [ranges[i::workers] for i in range(workers)]  # interleaved: the runs hold equal bytes
-    with get_context("fork").Pool(workers) as pool:
-        return sum(pool.map(_decode_streams, [(str(path), run) for run in runs]))
-
-
-def decode_indexed_bzip2(path: Path, workers: int) -> int:
-    """indexed-bzip2's floor: its decoder splits the file at bz2 block boundaries itself, one stream
-    or many, and decodes blocks in `workers` threads."""
-    import indexed_bzip2
-
-    with indexed_bzip2.open(str(path), parallelization=workers) as f:
-        return sum(len(block) for block in iter(lambda: f.read(1 << 22), b""))
-
-
-DECODERS = {"stdlib": decode_stdlib, "indexed-bzip2": decode_indexed_bzip2}
-
-
 def floor_commands(path: Path, workers: int) -> list[tuple[str, list[str]]]:
-    """(row name, command) of each floor this machine can run."""
-    names = ["stdlib"]
-    try:
-        import indexed_bzip2  # noqa: F401 - only whether it is installed
-    except ImportError:
-        print("indexed-bzip2 is not installed: its floor row is left out", file=sys.stderr)
-    else:
-        names.append("indexed-bzip2")
-    rows = []
-    for name in names:
-        many = len(stream_offsets(path)) > 1 or name != "stdlib"
-        what = f"{workers} processes" if name == "stdlib" else f"{workers} threads"
-        label = f"floor: bz2 {name}, {what if many else '1 process (one stream)'}"
-        cmd = [sys.executable, __file__, "--decode", name, "--workers", str(workers), str(path)]
-        rows.append((label, cmd))
-    return rows
+    """(row name, command) of each floor, run by the benchmark venv's Python (indexed-bzip2 is there)."""
+    python = str(bench_venv() / "bin" / "python")
+    one_stream = len(stream_offsets(path)) <= 1
+    stdlib = "1 process (one stream)" if one_stream else f"{workers} processes"
+    rows = [("stdlib", stdlib), ("indexed-bzip2", f"{workers} threads")]
+    return [
+        (f"floor: bz2 {name}, {how}", [python, str(FLOOR), name, str(path), "--workers", str(workers)])
+        for name, how in rows
+    ]
 
 
 # ---------------------------------------------------------------- the tools
@@ -303,11 +258,7 @@ def main() -> None:
         "--repeat", type=int, nargs="*", default=[], help="also run on K-times multistream copies"
     )
     ap.add_argument("--rounds", type=int, default=3, help="runs of each command; the median is reported")
-    ap.add_argument("--decode", choices=DECODERS, help=argparse.SUPPRESS)  # a floor row's child process
     args = ap.parse_args()
-    if args.decode:
-        DECODERS[args.decode](args.file, args.workers)
-        return
     BENCH.mkdir(exist_ok=True)
     src = gensim_sample() if args.gensim_sample else args.file
     if src is None:
