@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from flows import ops
@@ -39,9 +40,17 @@ def run_dir_for(cfg: PipelineConfig, dump: Path | None = None) -> Path:
 def locked(cfg: PipelineConfig, run_dir: Path):
     """The run folder's lock, for whatever writes it (every stage command and flow, `trelm verify`):
     one writer at a time; a second waits `orchestration.lock_timeout_s`, then fails naming the holder."""
-    from prefect.runtime import flow_run  # lazy: the CLI's stage commands need no Prefect
+    return ops.run_lock(run_dir, cfg.orchestration.lock_timeout_s, ops.lock_holder(_flow_run_id()))
 
-    return ops.run_lock(run_dir, cfg.orchestration.lock_timeout_s, ops.lock_holder(flow_run.get_id()))
+
+def _flow_run_id() -> str | None:
+    """The flow run this process is in, if any. A process that has not imported Prefect is in none, and
+    the CLI's stage commands need no Prefect: importing it to ask costs `trelm ingest` 1.5 s of CPU."""
+    if "prefect" not in sys.modules:
+        return None
+    from prefect.runtime import flow_run
+
+    return flow_run.get_id()
 
 
 def save_run_config(cfg: PipelineConfig, run_dir: Path) -> None:

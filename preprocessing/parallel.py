@@ -6,14 +6,24 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+from tqdm._monitor import TMonitor
+
 
 def process_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     """`fork` starts workers without re-importing anything (about 0.5 s a worker saved), but is only
     safe while this process has a single thread: a Prefect flow run has more, and a lock another
     thread holds at fork time would stay locked in the child. Then `forkserver`, whose server
     imports `preload` once and forks each worker from itself."""
-    if threading.active_count() == 1:
+    if not _other_threads():
         return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
     context = get_context("forkserver")
     context.set_forkserver_preload(preload)
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def _other_threads() -> list[threading.Thread]:
+    """The threads but this one that could hold a lock a forked worker needs. tqdm's monitor does not
+    count: the first progress bar starts it (even a disabled one), it sleeps between checks of the
+    bars and takes only tqdm's own lock, which a worker never touches."""
+    current = threading.current_thread()
+    return [t for t in threading.enumerate() if t is not current and not isinstance(t, TMonitor)]
