@@ -110,7 +110,13 @@ def task_resources(cfg: OrchestrationConfig, stage: str):
         from prefect_ray.context import remote_options
 
         declared = {"num_gpus": need.gpus, "memory": memory}
-        return remote_options(**{k: v for k, v in declared.items() if v})
+        options = {k: v for k, v in declared.items() if v}
+        if need.gpus:
+            # Ray ends a worker after each GPU task by default (max_calls 1, to free the device's
+            # memory); then every select part would load the encoder and rebuild the corpus again.
+            # 0 = no limit: a worker keeps its encoder for the next part
+            options["max_calls"] = 0
+        return remote_options(**options)
     return contextlib.nullcontext()
 
 
