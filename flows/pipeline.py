@@ -152,10 +152,19 @@ def _dictionary_key(_context, parameters) -> str:
     return _key("link-prepare", cfg.link, run_dir, link_stage.link_provenance(cfg.link, run_dir).fingerprint)
 
 
-def _link_part_key(_context, parameters) -> str:
-    # the provenance holds the linker config, the pages, dictionary and KG fingerprints, the code
-    provenance: Provenance = parameters["provenance"]
-    return _key(f"link-part-{parameters['part'].name}", None, parameters["run_dir"], provenance.fingerprint)
+def _part_key(stage: str, part_of) -> object:
+    """The cache key function of a per-part task: the part and the stage's provenance, which holds the
+    stage's config, its inputs' fingerprints and the code."""
+
+    def key(_context, parameters) -> str:
+        provenance: Provenance = parameters["provenance"]
+        part = part_of(parameters)
+        return _key(f"{stage}-part-{part}", None, parameters["run_dir"], provenance.fingerprint)
+
+    return key
+
+
+_link_part_key = _part_key("link", lambda parameters: parameters["part"].name)
 
 
 @task(name="load-kg", cache_key_fn=_kg_key, persist_result=True)
@@ -228,10 +237,7 @@ def select_task(cfg: PipelineConfig, run_dir: Path) -> dict:
     return stages.run_select(cfg, run_dir)
 
 
-def _select_part_key(_context, parameters) -> str:
-    # the provenance holds the select config, the pages, mentions and KG fingerprints, the code
-    provenance: Provenance = parameters["provenance"]
-    return _key(f"select-part-{parameters['index']}", None, parameters["run_dir"], provenance.fingerprint)
+_select_part_key = _part_key("select", lambda parameters: parameters["index"])
 
 
 @task(

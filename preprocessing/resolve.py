@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -120,8 +121,6 @@ def resolve_links(
     cfg, inputs, run_dir: Path, provenance: Provenance, staged: list[PartInfo], progress: bool
 ) -> dict:
     """Write the final `pages` parts from the staged ones; returns the `pages` manifest."""
-    import duckdb  # here, so extraction workers do not pay for importing it
-
     # every final part depends on the whole title map, so on every staged part and on page_props
     map_hash = stable_hash([[p.name, p.fingerprint] for p in staged])
     writer = ShardWriter(run_dir, PAGES, provenance)
