@@ -1,21 +1,26 @@
-"""The stage calls that the CLI and the Prefect flows share: config in, library call, run folder out."""
+"""The stage calls that the CLI and the Prefect flows share: config in, library call, run folder out.
+
+The stage libraries other than ingest's are imported by the call that needs them: a stage command then
+loads its own stage only (`trelm ingest` paid 0.4 s of serial start-up for link's, select's, the KG's and
+the download's imports, before its workers started).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows import ops
 from flows.config import PipelineConfig, load_config, save_config
 from preprocessing import dumpfiles
-from preprocessing.download import DownloadReport, download_run, resolve_date
 from preprocessing.ingest import IngestInputs, ingest, inputs_for_file, inputs_for_run, pages_read
-from preprocessing.kg import load_kg
-from preprocessing.link import link
-from preprocessing.select import select
 from storage import layout
 from storage.shards import stable_hash
+
+if TYPE_CHECKING:
+    from preprocessing.download import DownloadReport
 
 _FILE_STATUSES = ("fetched", "resumed", "skipped")
 
@@ -24,6 +29,8 @@ def resolved(cfg: PipelineConfig) -> PipelineConfig:
     """The config with `download.date: latest` replaced by the run date it means today."""
     if cfg.download.date != "latest":
         return cfg
+    from preprocessing.download import resolve_date
+
     date = resolve_date(cfg.download)
     return cfg.model_copy(update={"download": cfg.download.model_copy(update={"date": date})})
 
@@ -64,6 +71,8 @@ def save_run_config(cfg: PipelineConfig, run_dir: Path) -> None:
 
 def download(cfg: PipelineConfig) -> DownloadReport:
     """Fetch the (resolved) dump run into `{data_root}/dumps/{wiki}/{date}`."""
+    from preprocessing.download import download_run
+
     return download_run(cfg.download, layout.dumps_root(cfg.data_root), progress=cfg.progress)
 
 
@@ -108,6 +117,8 @@ def run_kg(cfg: PipelineConfig, run_dir: Path) -> dict | None:
     """Load the KG named by `kg.path` into the run (None when no KG is configured)."""
     if cfg.kg.path is None:
         return None
+    from preprocessing.kg import load_kg
+
     return load_kg(cfg.kg, run_dir, progress=cfg.progress)
 
 
@@ -115,10 +126,14 @@ def run_link(cfg: PipelineConfig, run_dir: Path) -> dict:
     """KG (if configured), anchor dictionary, then every pages part -> mentions."""
     save_run_config(cfg, run_dir)
     run_kg(cfg, run_dir)
+    from preprocessing.link import link
+
     return link(cfg.link, run_dir, progress=cfg.progress)
 
 
 def run_select(cfg: PipelineConfig, run_dir: Path) -> dict:
     """Important entities by SI, their KG knowledge, and the `instances` shards."""
     save_run_config(cfg, run_dir)
+    from preprocessing.select import select
+
     return select(cfg.select, run_dir, progress=cfg.progress)

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from preprocessing.config import SelectConfig, SIConfig
 from preprocessing.importance import load_encoder, si_scores
 from preprocessing.kge import read_triples, triple_array, write_entity_embeddings
-from preprocessing.sequences import page_sequences
+from preprocessing.sequences import load_tokenizer, page_sequences
 from storage import layout
 from storage.code import module_code_version
 from storage.duck import dataset_files, sql_files
@@ -238,7 +238,7 @@ def _tail_tokens(conn, run_dir: Path, tails: np.ndarray, tokenizer, max_tokens: 
 
 
 def select_part(
-    cfg: SelectConfig, run_dir: Path, index: int, corpus: Corpus, encoder, provenance
+    cfg: SelectConfig, run_dir: Path, index: int, corpus: Corpus, encoder: tuple, provenance
 ) -> PartInfo:
     """Sequences, SI and the policy for pages part `index` -> instances part `index` (kept when done)."""
     writer = ShardWriter(run_dir, INSTANCES, provenance)
@@ -348,7 +348,14 @@ def _entity(m, kg_id: int, si: float, important: bool, corpus: Corpus) -> dict:
 
 @lru_cache(maxsize=1)
 def _encoder(si_json: str):
+    """(tokenizer, model) of the SI encoder, loaded once per process: only where parts are scored."""
     return load_encoder(SIConfig.model_validate_json(si_json))
+
+
+@lru_cache(maxsize=1)
+def _tokenizer(name: str):
+    """The encoder's tokenizer alone: what the corpus facts and the finalize step need."""
+    return load_tokenizer(name)
 
 
 _INPUTS = ((PAGES, "ingest"), (MENTIONS, "link"), (KG_ENTITIES, "link"), (KG_TRIPLES, "link"))
@@ -390,36 +397,34 @@ def n_parts(run_dir: Path) -> int:
 def select_part_here(cfg: SelectConfig, run_dir: Path, index: int, provenance: Provenance) -> PartInfo:
     """`select_part` with the corpus and the encoder of this process, built on its first part (a task
     runner's worker rebuilds them from the run folder rather than receiving them with each task)."""
-    corpus, encoder = part_context(cfg, run_dir, provenance)
-    return select_part(cfg, run_dir, index, corpus, encoder, provenance)
+    corpus = part_context(cfg, run_dir, provenance)
+    return select_part(cfg, run_dir, index, corpus, _encoder(cfg.si.model_dump_json()), provenance)
 
 
 def finalize(cfg: SelectConfig, run_dir: Path, provenance: Provenance, parts: list[PartInfo]) -> dict:
     """After the parts: the corpus-wide outputs, then the `instances` manifest."""
-    corpus, encoder = part_context(cfg, run_dir, provenance)
+    corpus = part_context(cfg, run_dir, provenance)
     parts = sorted(parts, key=lambda p: p.name)
-    summary = finalize_outputs(cfg, run_dir, corpus, encoder[0], parts, provenance)
+    summary = finalize_outputs(cfg, run_dir, corpus, _tokenizer(cfg.si.encoder), parts, provenance)
     writer = ShardWriter(run_dir, INSTANCES, provenance)
     return writer.finalize(parts, stats=summary["counts"], extra={"select": summary["facts"]})
 
 
-_contexts: dict[tuple, tuple] = {}  # the latest run's (corpus, encoder) of this process
+_contexts: dict[tuple, Corpus] = {}  # the latest run's corpus facts in this process
 _context_lock = threading.Lock()  # the threads of one worker build it once
 
 
-def part_context(
-    cfg: SelectConfig, run_dir: Path, provenance: Provenance, write: bool = False
-) -> tuple[Corpus, tuple]:
-    """(corpus, (tokenizer, encoder)) for the parts of this run, built once per process and kept for the
-    same config and provenance fingerprint (a changed input or config builds them again); `write`: build
-    them afresh and write the held-out split (the stage's prepare step)."""
+def part_context(cfg: SelectConfig, run_dir: Path, provenance: Provenance, write: bool = False) -> Corpus:
+    """The corpus facts for the parts of this run, built once per process and kept for the same config
+    and provenance fingerprint (a changed input or config builds them again); `write`: build them
+    afresh and write the held-out split (the stage's prepare step). They need the encoder's tokenizer
+    only: a flow process that prepares and finalizes while a cluster scores never loads the model."""
     key = (cfg.model_dump_json(), str(run_dir), provenance.fingerprint)
     with _context_lock:
         if write or key not in _contexts:
-            encoder = _encoder(cfg.si.model_dump_json())
-            corpus = build_corpus(cfg, run_dir, encoder[0], write)
+            corpus = build_corpus(cfg, run_dir, _tokenizer(cfg.si.encoder), write)
             _contexts.clear()
-            _contexts[key] = (corpus, encoder)
+            _contexts[key] = corpus
         return _contexts[key]
 
 

@@ -132,9 +132,19 @@ def cluster():
         yield local, plugin
 
 
-def test_dask_cluster_writes_the_default_runners_rows(rehearsal_run, prefect_api, cluster, tmp_path):
+def _no_model_here(si_json: str):
+    raise AssertionError("the flow process loaded the SI encoder's model: only the cluster's workers score")
+
+
+def test_dask_cluster_writes_the_default_runners_rows(
+    rehearsal_run, prefect_api, cluster, tmp_path, monkeypatch
+):
     """ingest, link and select mapped on the cluster: every dataset, row for row, and its manifest's
-    fingerprint and counts are the default runner's."""
+    fingerprint and counts are the default runner's; the flow process (this one: select's prepare and
+    finalize) needs the encoder's tokenizer only, never its model (the workers are other processes)."""
+    from preprocessing import select
+
+    monkeypatch.setattr(select, "_encoder", _no_model_here)
     local, restrictions = cluster
     runner = ["orchestration.task_runner=dask-address", f"orchestration.address={local.scheduler_address}"]
     run_dir = run_through_select(rehearsal_run, tmp_path / "data", runner)

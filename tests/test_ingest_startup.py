@@ -33,3 +33,27 @@ def test_a_stage_command_takes_its_lock_without_importing_prefect(tmp_path):
     report = json.loads(out)
     assert report["prefect"] is False
     assert "flow_run" not in report["holder"] and report["holder"]["pid"] > 0
+
+
+_IMPORTED = """
+import json, sys
+import flows.stages
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("preprocessing.") or m == "scipy")))
+"""
+
+
+def test_the_stage_calls_import_no_other_stage_than_ingest():
+    # link's, select's, the KG's and the download's imports (scipy among them) cost `trelm ingest` 0.4 s of
+    # serial start-up before its workers started
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORTED], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    imported = set(json.loads(out.stdout))
+    assert "preprocessing.ingest" in imported
+    assert not imported & {
+        "preprocessing.link",
+        "preprocessing.select",
+        "preprocessing.kg",
+        "preprocessing.download",
+    }
+    assert "scipy" not in imported
