@@ -35,7 +35,8 @@ RunnerKind = Literal["threads", "processes", "dask-local", "dask-address", "ray-
 class TaskResources(BaseModel):
     """What each per-part task of one stage needs on a cluster. Dask reads it as worker resources
     (`dask worker --resources "GPU=1,MEMORY=64e9"`: a task waits for a worker that declares them), Ray as
-    `num_gpus` and `memory`; the other runners ignore it. None: nothing declared, any worker runs it."""
+    `num_gpus` and `memory`; the local runners (`dask-local` included) ignore it. None: nothing declared,
+    any worker runs it."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -98,10 +98,12 @@ def make_task_runner(cfg: OrchestrationConfig):
 def task_resources(cfg: OrchestrationConfig, stage: str):
     """A context in which the stage's per-part tasks are submitted with what `orchestration.resources`
     declares for it: Dask resource annotations (`GPU`, `MEMORY` in bytes), Ray remote options; nothing on
-    the other runners, or when nothing is declared (a worker without resources then runs the task)."""
+    the other runners, or when nothing is declared (a worker without resources then runs the task).
+    `dask-local` is a local pool like `processes`: its workers, started by the runner, declare no
+    resources, so an annotated task would wait for ever there."""
     need = getattr(cfg.resources, stage)
     memory = int(need.memory_gb * 1e9) if need.memory_gb else None
-    if cfg.task_runner.startswith("dask") and (need.gpus or memory):
+    if cfg.task_runner == "dask-address" and (need.gpus or memory):
         import dask
 
         declared = {"GPU": need.gpus, "MEMORY": memory}

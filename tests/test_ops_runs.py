@@ -206,6 +206,19 @@ def test_task_runner_names_the_missing_extra(kind, module, extra):
         assert type(ops.make_task_runner(cfg)).__module__.startswith(module)
 
 
+@pytest.mark.parametrize(
+    ("kind", "declared"), [("dask-address", {"GPU": 1, "MEMORY": 16e9}), ("dask-local", None)]
+)
+def test_only_an_existing_dask_cluster_gets_resource_annotations(kind, declared):
+    """A local cluster's workers declare nothing: an annotated part would never find a worker there."""
+    import dask
+
+    resources = {"select": {"gpus": 1, "memory_gb": 16}}
+    cfg = ops.OrchestrationConfig(task_runner=kind, address="tcp://127.0.0.1:8786", resources=resources)
+    with ops.task_resources(cfg, "select"):
+        assert dask.get_annotations().get("resources") == declared
+
+
 def test_address_runners_need_an_address():
     with pytest.raises(ValueError, match="orchestration.address"):
         ops.make_task_runner(ops.OrchestrationConfig(task_runner="dask-address"))
