@@ -15,7 +15,7 @@
 4. Diagnostic: the CKA decoder's accuracy on the seen facts with h_e injected and from plain tokens.
 5. Routing: each routed base (trelm; the extension) against itself without routing, step phases and time
    to the unrouted run's final seen-fact MRR; cheaper attribution settings on trelm, the routing warm-up,
-   wider paths and trained groups on the extension (ROUTING_OPTIONS).
+   wider paths, trained groups and the cloze attribution target on the extension (ROUTING_OPTIONS).
 
 Writes DIR/results.json, DIR/facts.jsonl, DIR/checkpoints/{VARIANT}-seed{N}/ (see issue 12), and prints
 the README table. `--rescore DIR` recomputes results.json's figures from the exports and facts alone.
@@ -53,6 +53,8 @@ EXTENSION_RUNS = {
     EXTENSION: (EXTENSION, {}, {}, True),
     "trelm_plain_span": (EXTENSION, {"cka_plain_view": "span"}, {}, False),
 }
+# attribution on the cloze view's answer, first-order: cheap enough to refresh the paths for every batch
+CLOZE_FIRST_ORDER = {"attribution_target": "cloze", "mode": "first_order", "refresh_every": 1}
 # routing options (issue 12), each a routed run on `--option-seeds` seeds: (routed base, routing overrides).
 # The cheaper attribution settings run on the paper's trelm; the settings meant to give routed training
 # room to learn run on the extension, the only configuration whose probe moves with training here.
@@ -63,6 +65,26 @@ ROUTING_OPTIONS = {
     "trelm_plain_cka_full50": (EXTENSION, {"full_steps": 50}),
     "trelm_plain_cka_top25": (EXTENSION, {"top_fraction": 0.25}),
     "trelm_plain_cka_train_head": (EXTENSION, {"train_groups": ["embeddings", "head", "layer_norm"]}),
+    # paths attributed on the cloze view's answer (the one the routed paths must learn), not the injected CKA
+    # answer
+    "trelm_plain_cka_cloze_attr": (EXTENSION, {"attribution_target": "cloze"}),
+    "trelm_plain_cka_cloze_first_order": (EXTENSION, CLOZE_FIRST_ORDER),
+    "trelm_plain_cka_cloze_first_order_head": (EXTENSION, {**CLOZE_FIRST_ORDER, "train_groups": ["head"]}),
+    # the word embeddings trained in full as well: a rare head's own word pieces can hold its facts without
+    # disturbing other heads' (the FFN paths are shared by every fact); the same with the CKA target
+    "trelm_plain_cka_cloze_emb": (EXTENSION, {**CLOZE_FIRST_ORDER, "train_groups": ["embeddings"]}),
+    "trelm_plain_cka_first_order_emb": (
+        EXTENSION,
+        {"mode": "first_order", "refresh_every": 1, "train_groups": ["embeddings"]},
+    ),
+    "trelm_plain_cka_cloze_emb_top25": (
+        EXTENSION,
+        {**CLOZE_FIRST_ORDER, "train_groups": ["embeddings"], "top_fraction": 0.25},
+    ),
+    "trelm_plain_cka_cloze_train_head": (
+        EXTENSION,
+        {**CLOZE_FIRST_ORDER, "train_groups": ["embeddings", "head", "layer_norm"]},
+    ),
 }
 # routed base -> the same configuration without routing: the reference routing must beat on wall time
 ROUTING_PAIRS = {"trelm": "no_routing", EXTENSION: "trelm_plain_cka_no_routing"}
@@ -541,13 +563,10 @@ def routing_report(records: dict) -> dict:
     at most 0.7 x the reference's wall time)."""
     out = {}
     for base, reference in ROUTING_PAIRS.items():
-        if base in records and reference in records:
-            names = [
-                reference,
-                base,
-                *(n for n, (b, _) in ROUTING_OPTIONS.items() if b == base and n in records),
-            ]
-            out[base] = routing_pair(records, reference, names)
+        routed = [base, *(n for n, (b, _) in ROUTING_OPTIONS.items() if b == base)]
+        names = [n for n in routed if n in records]  # `--only` may leave the base itself out
+        if names and reference in records:
+            out[base] = routing_pair(records, reference, [reference, *names])
     return out
 
 

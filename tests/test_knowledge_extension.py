@@ -118,3 +118,45 @@ def test_rescoring_the_exports_reproduces_the_results(bert, tmp_path):  # noqa: 
     assert again["variants"]["mlm_only"]["seeds"]["0"] != again["variants"]["mlm_only"]["seeds"]["1"]
     results["variants"]["mlm_only"]["seeds"]["0"]["shuffled"]["mrr"] += 0.05  # a tampered figure is caught
     assert largest_difference(results, again) > 0.02
+
+
+def _cloze_model(mlm, tok):
+    model, cfg = _model(mlm, tok, memory_bank=False, cka_plain_view="cloze")
+    model.set_relation_tokens(RELATION_TOKENS(tok))
+    return model, _batch(model, cfg, tok)
+
+
+def test_the_cloze_attribution_target_is_what_the_cloze_view_trains(bert):  # noqa: F811
+    model, batch = _cloze_model(*bert)
+    probability = model.cloze_probability(batch, repeat=2)
+    assert probability.shape == (2, int(batch.cka_tail_mask.sum())) and torch.equal(*probability)
+    negatives = model.sample_negatives(batch, torch.Generator().manual_seed(1))
+    # the cloze loss is the mean -log P over the tail tokens: routing attributes the probability it raises
+    torch.testing.assert_close(-probability[0].log().mean(), model._plain_view_loss(batch, negatives))
+    ids, _ = model._cloze_inputs(batch)
+    v = bert[1].get_vocab()
+    scaled = ids[model.cloze_prompt_mask(batch)].tolist()  # head, relation and mask tokens, nothing else
+    assert v["[CLS]"] not in scaled and v["[SEP]"] not in scaled and v["[PAD]"] not in scaled
+    assert scaled.count(v["[MASK]"]) == int(batch.cka_tail_mask.sum())
+
+
+def test_routing_on_the_cloze_answer_scores_every_layer(bert):  # noqa: F811
+    from trelm.config import RoutingConfig
+    from trelm.routing import Router
+
+    model, batch = _cloze_model(*bert)
+
+    def scores(**cfg):
+        return Router(model, RoutingConfig(steps=8, **cfg), seed=0).attribute(batch, 0.0)
+
+    cka, cloze, first_order = (
+        scores(),
+        scores(attribution_target="cloze"),
+        scores(attribution_target="cloze", mode="first_order"),
+    )
+    top = 7  # about the default top 10% of the 64 neurons
+    for layer in range(len(cka)):
+        # the last layer too: the masks, where the cloze P is read, are among the scaled positions
+        assert cloze[layer].abs().max() > 0 and not torch.allclose(cloze[layer], cka[layer])
+        ig_top, fo_top = (set(s.topk(top).indices.tolist()) for s in (cloze[layer], first_order[layer]))
+        assert len(ig_top & fo_top) >= top // 2  # first order: a loose approximation of IG's ranking

@@ -20,6 +20,8 @@ from trelm.sparse import RoutedLinear
 VOCAB, HIDDEN, D_FF, LAYERS, SEQ, ROWS = 40, 32, 64, 2, 7, 3
 SPAN = slice(2, 5)  # scaled span of every row; P is read inside it, so the last layer's neurons matter too
 NEGATIVES = 5
+CLOZE_ROWS, CLOZE_LEN, CLOZE_MASK = 4, 5, 3  # the cloze target's own rows, a shape unlike the batch's
+CLOZE_PROMPT = slice(1, CLOZE_MASK + 1)  # their scaled positions: prompt and mask, not the first/last token
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -109,6 +111,17 @@ class TinyTRELM(nn.Module):
         probs = self.cka_logits(batch, negatives, repeat).softmax(-1)[:, 0]
         return probs.view(repeat, -1)
 
+    def cloze_probability(self, batch, repeat):
+        """The MLM head's full-softmax P of the gold token at the mask of the cloze rows (not the batch's)."""
+        logits = self.bert(input_ids=batch["cloze_ids"].repeat(repeat, 1)).logits[:, CLOZE_MASK]
+        gold = batch["cloze_gold"].repeat(repeat)
+        return logits.softmax(-1)[torch.arange(len(gold)), gold].view(repeat, -1)
+
+    def cloze_prompt_mask(self, batch):
+        mask = torch.zeros_like(batch["cloze_ids"], dtype=torch.bool)
+        mask[:, CLOZE_PROMPT] = True
+        return mask
+
     def forward(self, batch, negatives):  # the CKA loss
         logits = self.cka_logits(batch, negatives, 1)
         return nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
@@ -120,6 +133,8 @@ def make_batch(seed=1):
         "input_ids": torch.randint(0, VOCAB, (ROWS, SEQ), generator=gen),
         "target_pos": torch.tensor([2, 4, 3]),
         "target": torch.randint(0, VOCAB, (ROWS,), generator=gen),
+        "cloze_ids": torch.randint(0, VOCAB, (CLOZE_ROWS, CLOZE_LEN), generator=gen),
+        "cloze_gold": torch.randint(0, VOCAB, (CLOZE_ROWS,), generator=gen),
     }
 
 
@@ -127,20 +142,28 @@ def fixed_negatives(model, batch):
     return model.sample_negatives(batch, torch.Generator().manual_seed(0))
 
 
-def brute_force_ig(model, batch, negatives, layer, steps):
-    """Eq. 11 by a loop over k: a separate forward/backward with v = k/m * v_bar at the span positions."""
+def target_of(model, batch, negatives, target):
+    """(P on one copy, scaled positions) of an attribution target, written out independently of the router."""
+    if target == "cloze":
+        return lambda: model.cloze_probability(batch, 1), model.cloze_prompt_mask(batch)
+    return lambda: model.cka_probability(batch, 0.5, negatives, 1), model.head_span_mask(batch)
+
+
+def brute_force_ig(model, batch, negatives, layer, steps, target="cka"):
+    """Eq. 11 by a loop over k: a separate forward/backward with v = k/m * v_bar at the scaled positions."""
     module = model.ffn_intermediate_modules()[layer]
-    mask = model.head_span_mask(batch)[..., None]
+    probability, mask = target_of(model, batch, negatives, target)
+    mask = mask[..., None]
     with torch.no_grad():
         v_bar = {}
         handle = module.register_forward_hook(lambda m, i, o: v_bar.setdefault("v", o.detach()))
-        model.cka_probability(batch, 0.5, negatives, 1)
+        probability()
         handle.remove()
     total = torch.zeros(D_FF)
     for k in range(1, steps + 1):
         leaf = (k / steps * v_bar["v"]).requires_grad_()
         handle = module.register_forward_hook(lambda m, i, o, leaf=leaf: torch.where(mask, leaf, o))
-        prob = model.cka_probability(batch, 0.5, negatives, 1)
+        prob = probability()
         handle.remove()
         (grad,) = torch.autograd.grad(prob.sum(), leaf)
         total += (v_bar["v"] * grad * mask).sum((0, 1)) / steps
@@ -152,29 +175,39 @@ def attribute_with(model, cfg, batch):
     return Router(model, cfg, seed=0).attribute(batch, 0.5)
 
 
-def test_ig_attribution_equals_brute_force_riemann_sum():
+@pytest.mark.parametrize("target", ["cka", "cloze"])
+def test_ig_attribution_equals_brute_force_riemann_sum(target):
     model, batch = TinyTRELM().eval(), make_batch()
-    cfg = RoutingConfig(steps=20)
+    cfg = RoutingConfig(steps=20, attribution_target=target)
     scores = attribute_with(model, cfg, batch)
     negatives = fixed_negatives(model, batch)
     for layer in range(LAYERS):
-        expected = brute_force_ig(model, batch, negatives, layer, cfg.steps)
+        expected = brute_force_ig(model, batch, negatives, layer, cfg.steps, target)
         assert expected.abs().max() > 1e-6
         torch.testing.assert_close(scores[layer], expected, rtol=1e-4, atol=1e-7)
 
 
-def test_first_order_equals_activation_times_gradient():
+@pytest.mark.parametrize("target", ["cka", "cloze"])
+def test_first_order_equals_activation_times_gradient(target):
     model, batch = TinyTRELM().eval(), make_batch()
-    scores = attribute_with(model, RoutingConfig(mode="first_order"), batch)
-    negatives = fixed_negatives(model, batch)
-    mask = model.head_span_mask(batch)[..., None]
+    scores = attribute_with(model, RoutingConfig(mode="first_order", attribution_target=target), batch)
+    probability, mask = target_of(model, batch, fixed_negatives(model, batch), target)
     for layer, module in enumerate(model.ffn_intermediate_modules()):
         kept = {}
         handle = module.register_forward_hook(lambda m, i, o, kept=kept: kept.setdefault("v", o))
-        prob = model.cka_probability(batch, 0.5, negatives, 1)
+        prob = probability()
         handle.remove()
         (grad,) = torch.autograd.grad(prob.sum(), kept["v"])
-        torch.testing.assert_close(scores[layer], (kept["v"] * grad * mask).sum((0, 1)).detach())
+        torch.testing.assert_close(scores[layer], (kept["v"] * grad * mask[..., None]).sum((0, 1)).detach())
+
+
+def test_the_cloze_target_attributes_another_answer():
+    """Its own rows and P: other scores than the CKA target's, and the last layer still scores (the masks,
+    where P is read, are scaled)."""
+    model, batch = TinyTRELM().eval(), make_batch()
+    cka, cloze = (attribute_with(model, RoutingConfig(attribution_target=t), batch) for t in ("cka", "cloze"))
+    for layer in range(LAYERS):
+        assert cloze[layer].abs().max() > 1e-6 and not torch.allclose(cloze[layer], cka[layer])
 
 
 @pytest.mark.parametrize("mode", ["rows", "cols"])
@@ -451,3 +484,21 @@ def test_routing_warm_up_is_refused_under_zero3():
         PretrainConfig.model_validate({**warm_up, "train": {"zero_stage": 3}})
     no_routing = {"routing": {"full_steps": 5, "enabled": False}, "train": {"zero_stage": 3}}
     assert PretrainConfig.model_validate(no_routing).train.zero_stage == 3
+
+
+def test_the_cloze_target_needs_the_cloze_view():
+    from pydantic import ValidationError
+
+    from trelm.config import PretrainConfig
+
+    cloze = {"routing": {"attribution_target": "cloze"}}
+    assert PretrainConfig.model_validate({**cloze, "variant": "trelm_plain_cka"}).effective().routing.enabled
+    for other in (
+        {"variant": "trelm"},
+        {"variant": "trelm_plain_cka", "model": {"cka_plain_view": "span"}},
+        {"variant": "trelm_plain_cka", "compare": ["trelm"]},  # the compared run could not attribute either
+    ):
+        with pytest.raises(ValidationError, match='needs model.cka_plain_view "cloze"'):
+            PretrainConfig.model_validate({**cloze, **other})
+    # nothing is attributed without routing
+    assert PretrainConfig.model_validate({**cloze, "variant": "no_routing"}).variant == "no_routing"

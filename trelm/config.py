@@ -152,6 +152,14 @@ class RoutingConfig(BaseModel):
         "paper's schedule) routes from the first step. The optimizer then holds every parameter; "
         "ZeRO-3 is not supported with N > 0 (parameters are frozen after DeepSpeed partitioned them).",
     )
+    attribution_target: Literal["cka", "cloze"] = Field(
+        "cka",
+        description="P attributed in Eq. 9-11. cka (the paper): the CKA decoder's probability of the tail "
+        "tokens, neurons scaled at the head entity's tokens. cloze (ours; needs model.cka_plain_view = "
+        "cloze): the MLM head's probability of the tail tokens at the cloze view's masks ([CLS] head "
+        "relation [MASK].. [SEP]), neurons scaled at that row's head, relation and mask tokens, so that the "
+        "paths carry the answer the cloze view's loss trains.",
+    )
     train_groups: list[TrainGroup] = Field(
         default_factory=list,
         description="Parameter groups that train in full besides the paths: embeddings, attention, "
@@ -239,6 +247,20 @@ class PretrainConfig(BaseModel):
         routing = self.effective().routing  # a variant may switch routing off
         if routing.enabled and routing.full_steps > 0 and self.train.zero_stage == 3:
             raise ValueError("routing.full_steps > 0 needs train.zero_stage 0-2 (ZeRO-3 partitions first)")
+        return self
+
+    @model_validator(mode="after")
+    def _cloze_attribution_needs_the_cloze_view(self) -> PretrainConfig:
+        """The cloze target is read from the cloze view's rows, which only that view builds (every run:
+        a compared variant without the view could not attribute)."""
+        for run in self.runs():
+            eff = run.effective()
+            routing, view = eff.routing, eff.model.cka_plain_view
+            if routing.enabled and routing.attribution_target == "cloze" and view != "cloze":
+                raise ValueError(
+                    f'routing.attribution_target "cloze" needs model.cka_plain_view "cloze" (variant '
+                    f"{run.variant} has {view!r})"
+                )
         return self
 
     def runs(self) -> list[PretrainConfig]:

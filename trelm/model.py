@@ -13,7 +13,9 @@ knowledge assessing (Eq. 2-3, `trelm.losses`).
 - Extension (ours, off by default): `cka_plain_view` also learns CKA's targets from plain tokens (issue
   12's diagnostic: with the paper's CKA the decoder reads the fact from h_e, not from plain tokens).
   "span": the CKA decoder on the plain-token encoding of the same batch; "cloze": the MLM head at masks
-  after the head entity's tokens and the relation label's tokens (the path a cloze probe reads).
+  after the head entity's tokens and the relation label's tokens (the path a cloze probe reads). With
+  `routing.attribution_target="cloze"` the router attributes that view's answer (`cloze_probability` at
+  the positions `cloze_prompt_mask` gives) instead of the CKA answer.
 - CKA decoder (the paper leaves it open; DKPLM, which it cites, decodes tail tokens from the head entity):
   a non-autoregressive *query decoder*. The query of the i-th tail token is
   h_d^i = LayerNorm(GELU(W_d (pool(head span) + R[r] + P[i]) + b_d)), with pool the mean of the last-layer
@@ -232,10 +234,29 @@ class TrelmModel(nn.Module):
         if self.cfg.cka_plain_view == "span":
             plain = self._encode(batch.plain(), 0.0)
             return cka_loss(self._cka_logits(batch, plain, negatives, copies=1))
-        ids, labels = self._cloze_inputs(batch)
+        return mlm_loss(*self._cloze_logits(*self._cloze_inputs(batch)))
+
+    def _cloze_logits(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MLM head logits [n, V], gold tokens [n]) at the cloze rows' masks (`_cloze_inputs`), row-major."""
         hidden = self.mlm.base_model(input_ids=ids, attention_mask=(ids != self.tok_info.pad_id).long())[0]
         predicted = labels != IGNORE
-        return mlm_loss(self._mlm_head()(hidden[predicted]), labels[predicted])
+        return self._mlm_head()(hidden[predicted]), labels[predicted]
+
+    def cloze_probability(self, batch: Batch, repeat: int) -> torch.Tensor:
+        """[repeat, n_tail_tokens]: the MLM head's probability (full softmax) of each gold tail token at its
+        mask in the cloze view, the router's P with `routing.attribution_target="cloze"`; on the cloze rows
+        repeated copy-major, like `cka_probability`'s batch."""
+        ids, labels = (t.repeat(repeat, 1) for t in self._cloze_inputs(batch))
+        logits, gold = self._cloze_logits(ids, labels)
+        return logits.float().log_softmax(-1).gather(1, gold[:, None]).exp().view(repeat, -1)
+
+    def cloze_prompt_mask(self, batch: Batch) -> torch.Tensor:
+        """[C, L] bool: each cloze row's head tokens, relation tokens and masks (all but its first and last
+        token and the padding), what the router scales for the cloze target: P is read at the masks."""
+        ids, _ = self._cloze_inputs(batch)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        last = (ids != self.tok_info.pad_id).sum(1, keepdim=True) - 1
+        return (positions > 0) & (positions < last)
 
     def set_relation_tokens(self, tokens: list[list[int]]) -> None:
         """Token ids of every relation's label (by rel_id), for the cloze view (`cka_plain_view="cloze"`)."""

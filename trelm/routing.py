@@ -13,6 +13,18 @@ parallelism the per-layer scores are summed over ranks before selection: every r
 The scaled positions must include the positions where P is read: an FFN neuron at position p reaches other
 positions only through later attention layers, so the last layer's scores are exactly 0 otherwise.
 
+Attribution target (`attribution_target`, ours, not the paper's). "cka" (default) is the paper's P above.
+"cloze" (needs `model.cka_plain_view="cloze"`) takes P from the MLM head instead: the full-softmax
+probability of each gold tail token at its mask in the cloze view's rows ([CLS] head relation [MASK]..
+[SEP], one per CKA target of the attribution batch: `cloze_probability`), the rows that view's loss trains
+on, and scales those rows' head, relation and mask positions (`cloze_prompt_mask`). Why: routed, the
+cloze loss can move only the paths, and paths attributed on the injected CKA answer (read from h_e) need
+not be the neurons that carry the answer from plain tokens (issue 12: the routed extension learned
+nothing). Same IG / first-order machinery: the m copies are the cloze rows repeated copy-major. Measured
+there (quick mode, 1-2 seeds): it does not make routed training learn (seen MRR 0.32-0.34, the warm
+start's 0.335); training the word embeddings beside the paths does (0.38-0.43 against unrouted 0.44-0.47
+in the same runs, never reaching it), the CKA target alike: the frozen groups, not the target, stop it.
+
 Paths (Eq. 12). Per layer the neuron set S is the top `top_fraction` of the scores, or the neurons with
 score >= threshold x the layer's max (none when the max is <= 0). Neuron j owns row j and bias j of
 `intermediate.dense` and column j of `output.dense`; those train. Everything else is frozen unless its group
@@ -224,8 +236,7 @@ class Router:
     def attribute(self, batch: Any, lam: float) -> list[torch.Tensor]:
         """Per-layer neuron scores [d_ff] (Eq. 11, or v * dP/dv in first_order mode), summed over ranks."""
         batch = self.model.attribution_batch(batch, self.cfg.max_targets)
-        negatives = self.model.sample_negatives(batch, self._sampling_generator())
-        mask = self.model.head_span_mask(batch)
+        negatives, mask = self._target_inputs(batch)
         with _eval_mode(self.model), _parameters_frozen(self.model):
             if self.cfg.mode == "first_order":
                 scores = self._first_order(batch, lam, negatives, mask)
@@ -237,12 +248,27 @@ class Router:
                 ]
         return _sum_over_ranks(scores)
 
+    def _target_inputs(self, batch: Any) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(negatives, scaled positions) of the attributed answer. CKA's P is read from the head span's
+        pooled encoding, so the head span is scaled; the cloze view's P is read at the masks of its own rows
+        (not the batch's sequences), so those rows' prompt and masks are. The cloze P is a full softmax:
+        no negatives."""
+        if self.cfg.attribution_target == "cloze":
+            return None, self.model.cloze_prompt_mask(batch)
+        negatives = self.model.sample_negatives(batch, self._sampling_generator())
+        return negatives, self.model.head_span_mask(batch)
+
     def _probability(self, batch, lam, negatives, repeat: int) -> torch.Tensor:
-        """`cka_probability` called through the model's __call__, so that the hooks on the model itself run
-        around it: under ZeRO-3 they gather the model's own and its registered external parameters (e.g. a
-        tied decoder read outside the decoder's forward), which a plain method call would find empty."""
-        with _forward_as(self.model, self.model.cka_probability):
-            return self.model(batch, lam, negatives, repeat)
+        """P on `repeat` copies (`cka_probability` or `cloze_probability`), called through the model's
+        __call__, so that the hooks on the model itself run around it: under ZeRO-3 they gather the model's
+        own and its registered external parameters (e.g. a tied decoder read outside the decoder's forward),
+        which a plain method call would find empty."""
+        if self.cfg.attribution_target == "cloze":
+            method, args = self.model.cloze_probability, (batch, repeat)
+        else:
+            method, args = self.model.cka_probability, (batch, lam, negatives, repeat)
+        with _forward_as(self.model, method):
+            return self.model(*args)
 
     def _layer_outputs(self, batch, lam, negatives) -> list:
         """Every encoder layer's output on one copy of the batch, recorded in one no-grad pass."""
@@ -266,7 +292,7 @@ class Router:
         steps, captured = self.cfg.steps, {}
 
         def scale(module, inputs, output):
-            copies = output.view(steps, -1, *output.shape[1:])  # copy-major: [m, B, T, d_ff]
+            copies = output.view(steps, -1, *output.shape[1:])  # copy-major: [m, B, T, d_ff] (or C x L)
             v_bar = copies[0].detach()  # every copy is identical below the scaled layer (eval mode)
             alphas = torch.arange(1, steps + 1, device=output.device) / steps  # fp32 k/m, then cast
             scaled = (alphas.view(-1, 1, 1, 1) * v_bar).to(output.dtype).requires_grad_()
