@@ -66,24 +66,14 @@ ROUTING_OPTIONS = {
     "trelm_plain_cka_top25": (EXTENSION, {"top_fraction": 0.25}),
     "trelm_plain_cka_train_head": (EXTENSION, {"train_groups": ["embeddings", "head", "layer_norm"]}),
     # paths attributed on the cloze view's answer (the one the routed paths must learn), not the injected CKA
-    # answer
+    # answer; then, first-order and refreshed every batch, with the word embeddings trained in full (a rare
+    # head's own word pieces can hold its facts; the FFN paths are shared by every fact), and the same with
+    # the paper's CKA target, which tells whether the target or the trained embeddings make the difference
     "trelm_plain_cka_cloze_attr": (EXTENSION, {"attribution_target": "cloze"}),
-    "trelm_plain_cka_cloze_first_order": (EXTENSION, CLOZE_FIRST_ORDER),
-    "trelm_plain_cka_cloze_first_order_head": (EXTENSION, {**CLOZE_FIRST_ORDER, "train_groups": ["head"]}),
-    # the word embeddings trained in full as well: a rare head's own word pieces can hold its facts without
-    # disturbing other heads' (the FFN paths are shared by every fact); the same with the CKA target
     "trelm_plain_cka_cloze_emb": (EXTENSION, {**CLOZE_FIRST_ORDER, "train_groups": ["embeddings"]}),
     "trelm_plain_cka_first_order_emb": (
         EXTENSION,
         {"mode": "first_order", "refresh_every": 1, "train_groups": ["embeddings"]},
-    ),
-    "trelm_plain_cka_cloze_emb_top25": (
-        EXTENSION,
-        {**CLOZE_FIRST_ORDER, "train_groups": ["embeddings"], "top_fraction": 0.25},
-    ),
-    "trelm_plain_cka_cloze_train_head": (
-        EXTENSION,
-        {**CLOZE_FIRST_ORDER, "train_groups": ["embeddings", "head", "layer_norm"]},
     ),
 }
 # routed base -> the same configuration without routing: the reference routing must beat on wall time
