@@ -26,7 +26,7 @@ from tqdm import tqdm
 from preprocessing import aliases, discourse, tagme
 from preprocessing.anchors import build_dictionary, dictionary_provenance, load_dictionary
 from preprocessing.config import LinkConfig, RemoteTagmeConfig, TagmeConfig
-from preprocessing.parallel import process_pool
+from preprocessing.parallel import close_before_fork, process_pool
 from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeError
 from storage.code import module_code_version
 from storage.duck import dataset_files
@@ -372,11 +372,32 @@ def _finite(value: float) -> float:
 # ---------------------------------------------------------------- alignment
 
 
-@lru_cache(maxsize=1)
-def _alignment_db(run_dir: Path, memory_limit: str, _stamp: tuple = ()):
-    """Per process: the run's titles, redirects, link targets (entity ids) and KG ids, as DuckDB tables.
+_alignment: dict[tuple, object] = {}  # per process: the latest run's alignment tables (one connection)
+_alignment_lock = threading.Lock()  # the remote linker's threads share them
 
-    `_stamp` (the input fingerprints) makes a rebuilt input reload the tables."""
+
+def _alignment_db(run_dir: Path, memory_limit: str, _stamp: tuple = ()):
+    """Per process: the run's titles, redirects, link targets (entity ids) and KG ids, as DuckDB tables,
+    built on first use and kept; `_stamp` (the input fingerprints) makes a rebuilt input reload them."""
+    key = (run_dir, memory_limit, _stamp)
+    with _alignment_lock:
+        if key not in _alignment:
+            _close_alignment()
+            _alignment[key] = _alignment_tables(run_dir, memory_limit)
+        return _alignment[key]
+
+
+def _close_alignment() -> None:
+    for conn in _alignment.values():
+        conn.close()
+    _alignment.clear()
+
+
+# a forked link worker would inherit the connection of a part linked here (the remote linker's threads)
+close_before_fork(_close_alignment)
+
+
+def _alignment_tables(run_dir: Path, memory_limit: str):
     import duckdb
 
     conn = duckdb.connect(config={"memory_limit": memory_limit})

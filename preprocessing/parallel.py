@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 from tqdm._monitor import TMonitor
+
+_before_fork: list[Callable[[], None]] = []
+
+
+def close_before_fork(close: Callable[[], None]) -> None:
+    """Register what this process must drop before it forks workers: a cached DuckDB connection, whose
+    native threads do not exist in the child, so that the child's first use of it waits for ever."""
+    _before_fork.append(close)
 
 
 def process_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     """`fork` starts workers without re-importing anything (about 0.5 s a worker saved), but is only
     safe while this process has a single thread: a Prefect flow run has more, and a lock another
     thread holds at fork time would stay locked in the child. Then `forkserver`, whose server
-    imports `preload` once and forks each worker from itself."""
+    imports `preload` once and forks each worker from itself. Before a fork, what `close_before_fork`
+    registered is closed (no other thread can be using it then)."""
     if not _other_threads():
+        for close in _before_fork:
+            close()
         return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
     context = get_context("forkserver")
     context.set_forkserver_preload(preload)

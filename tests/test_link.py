@@ -1,6 +1,7 @@
 """The link stage on a hand-made dump: dictionary counts, mentions alignment, KG ids, the web API."""
 
 import gzip
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,7 +14,7 @@ from preprocessing.link import LinkConfig, link
 from preprocessing.tagme import TagmeConfig
 from preprocessing.tagme_remote import RemoteTagmeConfig
 from storage.schemas import ANCHORS, LINK_TARGETS, MENTIONS, PAGES
-from storage.shards import part_paths
+from storage.shards import dataset_dir, part_paths
 
 PAGES_XML = [
     page(1, "Jaguar", "The jaguar is a cat of the Americas."),
@@ -144,3 +145,17 @@ def test_remote_linker_aligns_titles_and_records_errors(run_dir, monkeypatch):
             progress=False,
         )
     assert failed["stats"]["pages_remote_error"] == 5 and "503" in failed["errors"][0]
+
+
+def test_forked_workers_reopen_the_alignment_tables_this_process_holds(run_dir):
+    """A part linked in this process (the remote linker runs parts in threads) leaves the run's DuckDB
+    alignment tables cached here; the local linker's forked workers then inherited that connection, and
+    a worker's first query on it waited for ever (a DuckDB connection does not survive a fork)."""
+    from preprocessing import link as link_module
+
+    cfg = LinkConfig(workers=2)
+    stamp = link_module._input_stamp(run_dir)
+    link_module._alignment_db(run_dir, cfg.duckdb_memory_limit, stamp).cursor().close()
+    # every part linked again, in the forked workers
+    shutil.rmtree(dataset_dir(run_dir, MENTIONS).parent, ignore_errors=True)
+    assert link(cfg, run_dir, progress=False)["rows"] > 0
