@@ -306,9 +306,11 @@ def load_dictionary(run_dir: Path) -> tuple[tagme.Dictionary, tagme.Relatedness]
 
 
 def _relatedness(run_dir: Path) -> tagme.Relatedness:
-    sources = []
+    flats, lengths = [], []
     for path in part_paths(run_dir, LINK_TARGETS):
         lists = pq.read_table(path, columns=["sources"]).column("sources").combine_chunks()
-        flat, offsets = lists.flatten().to_numpy(), lists.offsets.to_numpy()
-        sources += [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
-    return tagme.Relatedness(sources, read_manifest(run_dir, PAGES)["rows"])
+        flats.append(lists.flatten().to_numpy())
+        lengths.append(np.diff(lists.offsets.to_numpy()))
+    flat = np.concatenate(flats) if flats else np.zeros(0, np.int64)
+    sizes = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    return tagme.Relatedness.from_flat(flat, sizes, read_manifest(run_dir, PAGES)["rows"])

@@ -69,13 +69,34 @@ class Relatedness:
     """Milne-Witten relatedness from in-link sets: row e of a sparse matrix holds the sources of entity e."""
 
     def __init__(self, sources: list[np.ndarray], n_pages: int):
-        columns = np.unique(np.concatenate(sources)) if sources else np.zeros(0, np.int64)
-        indptr = np.cumsum([0, *(len(s) for s in sources)])
-        indices = np.searchsorted(columns, np.concatenate(sources)) if sources else np.zeros(0, np.int64)
+        lengths = np.array([len(s) for s in sources], np.int64)
+        flat = np.concatenate(sources).astype(np.int64) if sources else np.zeros(0, np.int64)
+        self._build(flat, lengths, n_pages)
+
+    @classmethod
+    def from_flat(cls, flat: np.ndarray, lengths: np.ndarray, n_pages: int) -> Relatedness:
+        """The same from every entity's sources back to back (`flat`, page ids) and their counts: no array
+        per entity, which at enwiki size (9M targets, 180M in-links) cost 3 minutes and 2.4 GiB of
+        transient memory beside the matrix, and left a fragmented heap."""
+        out = cls.__new__(cls)
+        out._build(np.asarray(flat, np.int64), np.asarray(lengths, np.int64), n_pages)
+        return out
+
+    def _build(self, flat: np.ndarray, lengths: np.ndarray, n_pages: int) -> None:
+        if len(flat) and flat.min() < 0:
+            raise ValueError("in-link sources are page ids, never negative")
+        # the columns are the distinct sources, in order: a presence mask over the page ids numbers them
+        # in one pass, without np.unique's sorted copy of every in-link (int32: page ids < 2**31)
+        present = np.zeros(int(flat.max()) + 1 if len(flat) else 0, bool)
+        present[flat] = True
+        column_of = np.cumsum(present, dtype=np.int32) - 1
+        indices = column_of[flat]
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
         self.matrix = sparse.csr_matrix(
-            (np.ones(len(indices), np.float32), indices, indptr), shape=(len(sources), len(columns))
+            (np.ones(len(indices), np.float32), indices, indptr),
+            shape=(len(lengths), int(present.sum())),
         )
-        self.sizes = np.diff(indptr).astype(np.float64)
+        self.sizes = lengths.astype(np.float64)
         self.log_w = math.log(max(n_pages, 2))
 
     def pairwise(self, entities: np.ndarray) -> np.ndarray:

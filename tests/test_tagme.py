@@ -23,6 +23,24 @@ def _relatedness() -> Relatedness:
     return Relatedness([np.array(INLINKS[e], np.int64) for e in sorted(INLINKS)], W)
 
 
+
+def test_relatedness_from_flat_sources_at_enwiki_page_ids():
+    """The flat build (how a run's link targets load: no array per entity) gives the hand-computed values,
+    with the page ids of a real dump (tens of millions) as sources."""
+    shift = 70_000_000
+    lists = [np.array(INLINKS[e], np.int64) + shift for e in sorted(INLINKS)]
+    flat = Relatedness.from_flat(np.concatenate(lists), np.array([len(x) for x in lists]), W)
+    assert flat.matrix.shape == (10, 8)  # the 8 distinct linking articles are the columns
+    assert flat.pairwise(np.array([1, 3]))[0, 1] == pytest.approx(REL_1_3, abs=1e-6)
+    assert flat.pairwise(np.array([1, 5]))[0, 1] == pytest.approx(REL_1_5, abs=1e-6)
+    assert flat.pairwise(np.array([2, 4, 6]))[0, 1:].tolist() == pytest.approx([REL_2_4, 0.0], abs=1e-6)
+    assert (flat.matrix != _relatedness().matrix).nnz == 0
+
+
+def test_relatedness_refuses_negative_sources():
+    with pytest.raises(ValueError, match="page ids"):
+        Relatedness.from_flat(np.array([3, -1]), np.array([2]), W)
+
 def _dictionary() -> Dictionary:
     def c(lp, pages, common):
         return Candidates(lp, np.array(pages, np.int64), np.array(common, np.float32))
