@@ -1,6 +1,6 @@
 """A capacity plan for the full English Wikipedia, from measured stage runs.
 
-    python benchmarks/capacity.py                 # the measurements (about 30 min on 2 cores), then the plan
+    python benchmarks/capacity.py                 # the measurements (about 90 min on 2 cores), then the plan
     python benchmarks/capacity.py --quick         # small sizes only (a few minutes): checks the script
     python benchmarks/capacity.py --replan        # the plan again from the saved measurements
     python benchmarks/capacity.py --replan --cores 64 --memory-gb 512 --gpus 8 --machines 4
@@ -17,7 +17,7 @@ process's RSS, sampled every 0.1 s) are recorded.
    the `select` stage's sequences (`page_sequences`, 512 tokens, every mention) and SI scoring
    (`si_scores` on CPU, the packaged MiniLM and a BERT-base-shaped encoder, roberta-base's size).
 2. **Size-driven memory, at enwiki size** (`enwiki_shapes`): the dictionary's DuckDB merge on
-   generated staging files (15M anchors, 25M candidates, 180M links, 9M targets at scale 1) and
+   generated staging files (15M anchors, 25M candidates, 180M links, 9M targets at scale 1; 1/16 to 1) and
    `load_dictionary` of its output; ingest's resolve (`resolve_links`) with 6.9M article titles,
    10M redirects and page_props at full size; one link worker's models at that size (dictionary +
    the alignment tables of `_alignment_db`); `load_kg` on `kg_load`'s generated Wikidata5M.
@@ -881,7 +881,7 @@ def plan_table(p: list[dict], m) -> list[str]:
 
 # ---------------------------------------------------------------- main
 
-FULL = {"copies": [1, 4, 16], "dict": [0.0625, 0.125, 0.25], "resolve": 1.0, "kg": [0.25, 1.0], "si": 6}
+FULL = {"copies": [1, 4, 16], "dict": [0.0625, 0.125, 0.25, 1.0], "resolve": 1.0, "kg": [0.25, 1.0], "si": 6}
 QUICK = {"copies": [1, 4], "dict": [1 / 64, 1 / 32], "resolve": 1 / 16, "kg": [0.05, 0.1], "si": 2}
 
 
