@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 
 import numpy as np
@@ -99,14 +99,28 @@ def _write(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path, compression="lz4")
 
 
+def _generated_once(generate):
+    """`generate(folder, ...)` writes its files into `folder` once: the facts it returns are saved in
+    `folder/_generated.json`, last, and read from there on later calls (an interrupted one runs again)."""
+
+    @wraps(generate)
+    def once(folder: Path, *args) -> dict:
+        marker = folder / "_generated.json"
+        if marker.exists():
+            return json.loads(marker.read_text())
+        facts = generate(folder, *args)
+        marker.write_text(json.dumps(facts))
+        return facts
+
+    return once
+
+
 # ---------------------------------------------------------------- the anchor dictionary's staging
 
 
+@_generated_once
 def dictionary_staging(out: Path, scale: float) -> dict:
     """Write the staging files of `build_dictionary`'s merge into `out` (once per scale); their sizes."""
-    marker = out / "_generated.json"
-    if marker.exists():
-        return json.loads(marker.read_text())
     c = counts(scale)
     rng = np.random.default_rng(0)
     vocab = _vocab(rng)
@@ -131,9 +145,7 @@ def dictionary_staging(out: Path, scale: float) -> dict:
         rows["links"] += _links_files(out, name, picks, cand_anchor, cand_target, anchors, targets)
         rows["pairs"] += _pairs_file(out, name, rng, part, cand_target[picks], targets)
         rows["text"] += _text_file(out, name, rng, cand_anchor[picks], anchors)
-    facts = {**c, "candidates": len(cand_anchor), "staging_rows": rows, "scale": scale}
-    marker.write_text(json.dumps(facts))
-    return facts
+    return {**c, "candidates": len(cand_anchor), "staging_rows": rows, "scale": scale}
 
 
 def _unique_pairs(a: np.ndarray, t: np.ndarray, n_targets: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,11 +203,9 @@ def fake_pages_manifest(run_dir: Path, articles: int) -> None:
 # ---------------------------------------------------------------- ingest's resolve
 
 
+@_generated_once
 def resolve_inputs(run_dir: Path, scale: float, linked_parts: int) -> dict:
     """Staged pages and redirects parts in `run_dir`, page_props beside it (once); the sizes."""
-    marker = run_dir / "_generated.json"
-    if marker.exists():
-        return json.loads(marker.read_text())
     c = counts(scale)
     rng = np.random.default_rng(1)
     vocab = _vocab(rng)
@@ -233,9 +243,7 @@ def resolve_inputs(run_dir: Path, scale: float, linked_parts: int) -> dict:
         redirect_parts.append(ShardWriter(run_dir, REDIRECTS, _PROVENANCE).write_part(part, [red]))
     ShardWriter(run_dir, REDIRECTS, _PROVENANCE).finalize(redirect_parts)  # the link stage reads it
     _page_props(run_dir.parent / "generated-page_props.sql.gz", rng, page_ids)
-    facts = {**c, "titles": c["articles"] + c["redirects"], "linked_parts": linked_parts, "links": links}
-    marker.write_text(json.dumps(facts))
-    return facts
+    return {**c, "titles": c["articles"] + c["redirects"], "linked_parts": linked_parts, "links": links}
 
 
 def _staged_table(rng, titles, redirect_titles, page_ids, lo: int, hi: int, with_links: bool):
