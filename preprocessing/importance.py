@@ -61,11 +61,12 @@ def compute_dtype(cfg: SIConfig, device):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_encoder(cfg: SIConfig):
-    """(tokenizer, model): the encoder named by `cfg.encoder`, float32, in eval mode on its device."""
+def load_encoder(cfg: SIConfig, tokenizer=None):
+    """(tokenizer, model): the encoder named by `cfg.encoder`, float32, in eval mode on its device;
+    `tokenizer`: that encoder's, when the caller has loaded it already."""
     from transformers import AutoModel
 
-    tokenizer = load_tokenizer(cfg.encoder)
+    tokenizer = tokenizer or load_tokenizer(cfg.encoder)
     # SI pools the last layer itself: no pooler. A checkpoint's MLM head or pooler is then UNEXPECTED in
     # transformers' load report, by design; what matters is that no encoder weight is missing
     with quiet_loading():

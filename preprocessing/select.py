@@ -348,8 +348,10 @@ def _entity(m, kg_id: int, si: float, important: bool, corpus: Corpus) -> dict:
 
 @lru_cache(maxsize=1)
 def _encoder(si_json: str):
-    """(tokenizer, model) of the SI encoder, loaded once per process: only where parts are scored."""
-    return load_encoder(SIConfig.model_validate_json(si_json))
+    """(tokenizer, model) of the SI encoder, loaded once per process: only where parts are scored (the
+    tokenizer is the one the corpus facts use)."""
+    cfg = SIConfig.model_validate_json(si_json)
+    return load_encoder(cfg, _tokenizer(cfg.encoder))
 
 
 @lru_cache(maxsize=1)
