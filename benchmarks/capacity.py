@@ -369,7 +369,7 @@ def child_worker(dict_run: str, title_run: str) -> dict:
 
     me = psutil.Process()
     base = me.memory_info().rss
-    load_dictionary(Path(dict_run))
+    _held = load_dictionary(Path(dict_run))  # held, as `link._local_model` holds it, while measured
     after_dictionary = me.memory_info().rss
     link._alignment_db(Path(title_run), load_config("enwiki").link.duckdb_memory_limit)
     after_alignment = me.memory_info().rss
@@ -553,6 +553,7 @@ def fits(rows: dict) -> dict[str, tuple[str, str, dict]]:
         ("dict-merge", "cpu_s"),
         ("dict-merge", "peak_rss_mib"),
         ("dict-load", "peak_rss_mib"),
+        ("dict-load", "rss_loaded_mib"),
         ("dict-load", "pass2_keys_mib"),
         ("dict-load", "in_child_s"),
         ("kg", "cpu_s"),
@@ -686,8 +687,10 @@ def dictionary_row(rows: dict, f: dict, m, usable: float) -> dict:
 
 
 def link_rss(rows: dict, f: dict) -> dict[str, float]:
-    """One link worker at enwiki size: its dictionary, its alignment tables, its working set."""
+    """One link worker at enwiki size: its dictionary (the load's peak, and what it holds once loaded),
+    its alignment tables, its working set."""
     dictionary, basis = at_full(rows, f, "dict-load", "peak_rss_mib")
+    loaded, _ = at_full(rows, f, "dict-load", "rss_loaded_mib")
     working = rows[keys_with(rows, "link")[0]]["peak_rss_mib"]  # the 1x worker: interpreter, spaCy, a part
     key = keys_with(rows, "resolve")[-1]
     titles = rows[f"resolve-input {key.split()[-1]}"]["titles"]
@@ -698,6 +701,7 @@ def link_rss(rows: dict, f: dict) -> dict[str, float]:
     alignment = measured * (titles + ENWIKI_TARGETS) / (titles + targets)
     return {
         "dictionary": dictionary,
+        "loaded": loaded,
         "alignment": alignment,
         "alignment_measured": measured,
         "working": working,
@@ -708,9 +712,10 @@ def link_rss(rows: dict, f: dict) -> dict[str, float]:
 def link_row(rows: dict, f: dict, m, usable: float) -> dict:
     """TAGME per part: CPU per word (fit over 1x-16x), over the workers that fit in memory: each
     worker loads its own dictionary and alignment tables after the fork (lru_cache in the worker),
-    so nothing of them is shared."""
+    so nothing of them is shared. A worker's peak is the dictionary's load transient or, after it,
+    the loaded dictionary beside the alignment tables (`_local_annotator` opens them second)."""
     rss = link_rss(rows, f)
-    per_worker = rss["dictionary"] + rss["alignment"] + rss["working"]
+    per_worker = max(rss["dictionary"], rss["loaded"] + rss["alignment"]) + rss["working"]
     fit_workers = int(usable // per_worker)
     workers = max(1, min(m.cores, fit_workers))
     cpu = at(f["link cpu"][2], ENWIKI["words"])
@@ -720,7 +725,8 @@ def link_row(rows: dict, f: dict, m, usable: float) -> dict:
         "work": f"{cpu / 3600:.0f} core-h (f), {PARTS} parts",
         "one": cpu / workers,
         "cluster": cpu / workers / m.machines,
-        "memory": f"{gib(per_worker)} a worker: dictionary {gib(rss['dictionary'])} ({rss['basis']}), "
+        "memory": f"{gib(per_worker)} a worker: dictionary {gib(rss['dictionary'])} peak, "
+        f"{gib(rss['loaded'])} loaded ({rss['basis']}), then "
         f"alignment {gib(rss['alignment'])} ({gib(rss['alignment_measured'])} m with 17M titles, "
         f"+ 9M link targets p), the rest {gib(rss['working'])} (m); unshared",
         "basis": "f",

@@ -105,14 +105,16 @@ def build_world(work: Path, args) -> tuple[Path, list[dict], str]:
     from storage.tokens import model_location
 
     tokenizer = AutoTokenizer.from_pretrained(model_location("minilm"))
-    cfg = world.WorldConfig(long_tail_people=args.long_tail_people, frequent_people=args.frequent_people)
+    cfg = world.WorldConfig(
+        long_tail_people=args.long_tail_people, frequent_people=args.frequent_people, seed=args.world_seed
+    )
     persons = world.people(cfg, set(tokenizer.get_vocab()))
     run_dir = work / "run"
     load_kg(KGConfig(path=world.write_kg_files(work / "wikidata5m", persons)), run_dir, progress=False)
     pages = world.page_texts(persons, cfg.seed)
     world.write_corpus(run_dir, pages, kg_id_of(run_dir))
     texts = vocabulary_texts(persons, pages)
-    backbone = str(tiny_backbone(work / "backbone", args, texts)) if args.quick else "minilm"
+    backbone = str(tiny_backbone(work / "backbone", args, texts, cfg.seed)) if args.quick else "minilm"
     select_cfg = SelectConfig(
         max_seq_len=48,
         long_tail_max_freq=3,
@@ -137,7 +139,7 @@ def _sql(run_dir: Path, dataset, sql: str) -> list[tuple]:
     return duckdb.sql(sql.replace("FILES", "read_parquet($f)"), params={"f": files}).fetchall()
 
 
-def tiny_backbone(folder: Path, args, texts: list[str]) -> Path:
+def tiny_backbone(folder: Path, args, texts: list[str], seed: int) -> Path:
     """Quick mode's backbone: a small random BERT whose WordPiece vocabulary is the packaged uncased one cut
     to the word pieces `texts` use. Greedy longest-match WordPiece then splits those texts exactly as the
     full vocabulary does (every piece it chose is kept), and a 30k-row embedding no longer dominates a
@@ -160,12 +162,15 @@ def tiny_backbone(folder: Path, args, texts: list[str]) -> Path:
     )  # noqa: E501
     if ours != theirs or len(tokenizer) != len(keep):
         raise RuntimeError("the cut vocabulary does not tokenize the corpus as the full one does")
-    random_bert(folder, len(tokenizer), args.hidden, args.layers)
+    random_bert(folder, len(tokenizer), args.hidden, args.layers, seed)
     return folder
 
 
-def random_bert(folder: Path, vocab_size: int, hidden: int, layers: int) -> None:
-    """A randomly initialised BertForMaskedLM of this shape (d_ff = 4 x hidden, 32-wide heads) in `folder`."""
+def random_bert(folder: Path, vocab_size: int, hidden: int, layers: int, seed: int) -> None:
+    """A BertForMaskedLM of this shape (d_ff = 4 x hidden, 32-wide heads), initialised from `seed`.
+    Seeded because everything downstream reads it: the SI scores, hence `instances`, and the warm start
+    that every variant starts from; unseeded, two invocations compared different worlds."""
+    import torch
     from transformers import BertConfig, BertForMaskedLM
 
     config = BertConfig(
@@ -176,7 +181,10 @@ def random_bert(folder: Path, vocab_size: int, hidden: int, layers: int) -> None
         intermediate_size=4 * hidden,
         max_position_embeddings=64,
     )
-    BertForMaskedLM(config).save_pretrained(folder)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BertForMaskedLM(config)
+    model.save_pretrained(folder)
 
 
 def _cut_vocabulary(path: Path, vocab: dict[str, int]) -> None:
@@ -761,6 +769,12 @@ def parse_args(argv=None):
         "--rescore", type=Path, help="Re-score DIR's exports from its facts.jsonl and compare."
     )
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        help="Seeds the people, their facts, the corpus and quick mode's random backbone: another world.",
+    )
     parser.add_argument("--only", nargs="*", help="Run only these variant names.")
     parser.add_argument("--no-extension", action="store_true")
     parser.add_argument("--no-routing-options", action="store_true")
