@@ -18,19 +18,40 @@ def close_before_fork(close: Callable[[], None]) -> None:
     _before_fork.append(close)
 
 
+class _StoppingPool(ProcessPoolExecutor):
+    """`with pool:` waits for every running task when the body raises (a failed part, Ctrl-C, a test's
+    timeout), and for ever when a worker hangs. This one cancels what has not started and terminates
+    the workers instead, so a failing stage fails at once. Nothing is lost: a part is sealed only when
+    its worker finished it, and the next run redoes the others."""
+
+    def __exit__(self, kind, error, tb):
+        if kind is None:
+            return super().__exit__(kind, error, tb)
+        workers = list((self._processes or {}).values())  # Python 3.14 has terminate_workers()
+        self.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
+        return False
+
+
 def process_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     """`fork` starts workers without re-importing anything (about 0.5 s a worker saved), but is only
     safe while this process has a single thread: a Prefect flow run has more, and a lock another
     thread holds at fork time would stay locked in the child. Then `forkserver`, whose server
     imports `preload` once and forks each worker from itself. Before a fork, what `close_before_fork`
-    registered is closed (no other thread can be using it then)."""
+    registered is closed (no other thread can be using it then). Used as a context manager, the pool
+    stops its workers when the body raises (`_StoppingPool`)."""
     if not _other_threads():
         for close in _before_fork:
             close()
-        return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
+        return _StoppingPool(max_workers=workers, mp_context=get_context("fork"))
     context = get_context("forkserver")
     context.set_forkserver_preload(preload)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return _StoppingPool(max_workers=workers, mp_context=context)
 
 
 def _other_threads() -> list[threading.Thread]:

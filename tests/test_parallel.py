@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import time
 
+import pytest
 from tqdm import tqdm
 
 from preprocessing import parallel
@@ -37,3 +40,27 @@ def test_another_thread_means_forkserver(monkeypatch):
         other.join()
     monkeypatch.setattr(parallel, "_other_threads", list)  # as in a process with this thread alone
     assert _start_method(parallel.process_pool(1, [])) == "fork"
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_a_failing_body_stops_the_workers_instead_of_waiting_for_them():
+    # before: `with pool:` waited for the running tasks (here 60 s each; for ever for a hung worker,
+    # which is how the forked-DuckDB hang of the link tests outlived pytest's timeout)
+    before = set(multiprocessing.active_children())
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="a part failed"), parallel.process_pool(2, []) as pool:
+        futures = [pool.submit(_sleep, 60) for _ in range(4)]
+        time.sleep(1)  # both workers busy
+        raise RuntimeError("a part failed")
+    assert time.monotonic() - start < 30
+    assert not set(multiprocessing.active_children()) - before
+    assert all(f.cancelled() or f.exception() is not None for f in futures)  # none ran to its end
+
+
+def test_a_pool_that_ends_normally_still_finishes_its_tasks():
+    with parallel.process_pool(2, []) as pool:
+        futures = [pool.submit(_sleep, 0.2) for _ in range(3)]
+    assert all(f.done() and f.exception() is None for f in futures)
