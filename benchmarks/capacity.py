@@ -20,7 +20,8 @@ process's RSS, sampled every 0.1 s) are recorded.
    generated staging files (15M anchors, 25M candidates, 180M links, 9M targets at scale 1; 1/16 to 1) and
    `load_dictionary` of its output; ingest's resolve (`resolve_links`) with 6.9M article titles,
    10M redirects and page_props at full size; one link worker's models at that size (dictionary +
-   the alignment tables of `_alignment_db`); `load_kg` on `kg_load`'s generated Wikidata5M.
+   the alignment tables of `_alignment_db`; and the dictionary with the KG aliases of Wikidata5M's
+   4.6M entities, `enwiki_shapes.kg_alias_rows`); `load_kg` on `kg_load`'s generated Wikidata5M.
 3. **Fits**: least squares of seconds, CPU seconds and memory against the input (MB of XML, words of
    text) or the generated size, and the plan for full enwiki on one machine and on a cluster, each
    number marked measured (m), fitted from measurements and extrapolated (f), or projected from an
@@ -381,6 +382,30 @@ def child_worker(dict_run: str, title_run: str) -> dict:
     }
 
 
+WIKIDATA5M_ENTITIES = 4_594_485
+
+
+def child_worker_aliases(dict_run: str, rows_file: str) -> dict:
+    """One link worker's models with `kg_aliases` (the default): the full dictionary extended by the
+    KG aliases of Wikidata5M's entities (`enwiki_shapes.kg_alias_rows`), streamed from their file as
+    `link._kg_model` streams them from DuckDB."""
+    from enwiki_shapes import stream_rows
+
+    from preprocessing import link
+    from preprocessing.tagme import TagmeConfig
+
+    start = time.perf_counter()
+    dictionary, _, extra = link.kg_aliased_model(
+        Path(dict_run), lambda: stream_rows(Path(rows_file)), TagmeConfig()
+    )
+    return {
+        "in_child_s": time.perf_counter() - start,
+        "rss_loaded_mib": psutil.Process().memory_info().rss / 2**20,
+        "keys": len(dictionary.index),
+        "extra_entities": len(extra),
+    }
+
+
 CHILDREN = {
     "dictionary": child_dictionary,
     "sequences": child_sequences,
@@ -389,6 +414,7 @@ CHILDREN = {
     "dict-load": child_dict_load,
     "resolve": child_resolve,
     "worker": child_worker,
+    "worker-aliases": child_worker_aliases,
 }
 
 
@@ -478,6 +504,11 @@ def measure_worker(store: Store, dict_run: Path, title_run: Path, key: str) -> N
     if not targets.exists():
         targets.symlink_to((dict_run / "link_targets").resolve())
     store.get(key, child("worker", dict_run, title_run))
+    from enwiki_shapes import kg_alias_rows
+
+    folder = WORK / "kg-alias-rows"
+    store.rows["kg-alias-input"] = kg_alias_rows(folder, dict_run, WIKIDATA5M_ENTITIES)
+    store.get(f"{key}-aliases", child("worker-aliases", dict_run, folder / "rows.parquet"))
 
 
 def measure_kg(store: Store, scales: list[float]) -> None:
@@ -687,10 +718,14 @@ def dictionary_row(rows: dict, f: dict, m, usable: float) -> dict:
 
 
 def link_rss(rows: dict, f: dict) -> dict[str, float]:
-    """One link worker at enwiki size: its dictionary (the load's peak, and what it holds once loaded),
-    its alignment tables, its working set."""
+    """One link worker at enwiki size: its dictionary (the load's peak, and what it holds once loaded;
+    with the KG aliases of `kg_aliases`, the default, where they were measured), its alignment
+    tables, its working set."""
     dictionary, basis = at_full(rows, f, "dict-load", "peak_rss_mib")
     loaded, _ = at_full(rows, f, "dict-load", "rss_loaded_mib")
+    aliased = rows.get("worker-aliases")
+    if aliased:
+        dictionary, loaded, basis = aliased["peak_rss_mib"], aliased["rss_loaded_mib"], "m, with KG aliases"
     working = rows[keys_with(rows, "link")[0]]["peak_rss_mib"]  # the 1x worker: interpreter, spaCy, a part
     key = keys_with(rows, "resolve")[-1]
     titles = rows[f"resolve-input {key.split()[-1]}"]["titles"]

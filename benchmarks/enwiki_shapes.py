@@ -31,11 +31,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from kg_load import _words
+from kg_load import _alias_counts, _phrases, _words
 
 from preprocessing.resolve import STAGED_PAGES
-from storage.schemas import PAGES, REDIRECTS
-from storage.shards import PartInfo, Provenance, ShardWriter
+from storage.schemas import ANCHORS, LINK_TARGETS, PAGES, REDIRECTS
+from storage.shards import PartInfo, Provenance, ShardWriter, part_paths
 
 ENWIKI = {
     "articles": 6_900_000,
@@ -290,3 +290,46 @@ def _page_props(path: Path, rng, page_ids: np.ndarray) -> None:
                 for p, q in zip(page_ids[i : i + 10_000].tolist(), qids[i : i + 10_000].tolist(), strict=True)
             )
             f.write(f"INSERT INTO `page_props` VALUES {values};\n")
+
+
+# ---------------------------------------------------------------- KG aliases of a link worker
+
+
+@_generated_once
+def kg_alias_rows(out: Path, dict_run: Path, entities: int) -> dict:
+    """What `link._kg_alias_rows` yields for a run at enwiki size with Wikidata5M's `entities`, as a
+    Parquet file `out/rows.parquet` of (alias, title, entity_id, page_id, qid), written once: kg_load's
+    alias counts (mean 2.4 an entity), the first alias one of the dictionary's anchors (a label is
+    mostly its page's title, so an anchor), the others phrases from a pool of 1M; 9 in 10 entities are
+    link targets (`entity_id`), the rest get ids after them in the link stage."""
+    rng = np.random.default_rng(2)
+    chunks = [pq.read_table(p, columns=["anchor"])["anchor"] for p in part_paths(dict_run, ANCHORS)]
+    anchors = pa.chunked_array([c for chunked in chunks for c in chunked.chunks]).combine_chunks()
+    targets = sum(pq.ParquetFile(p).metadata.num_rows for p in part_paths(dict_run, LINK_TARGETS))
+    counts = _alias_counts(rng, entities)
+    pool = pa.array(_phrases(rng, _words(rng, 50_000), 1_000_000, 1, 4))
+    entity_of_row = np.repeat(np.arange(entities), counts)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    source = rng.integers(0, len(pool), len(entity_of_row)) + len(anchors)  # an index into anchors + pool
+    source[first] = rng.integers(0, len(anchors), entities)
+    alias = pa.concat_arrays([anchors, pool]).take(pa.array(source))
+    linked = rng.random(entities) < 0.9
+    entity_id = pa.array(rng.permutation(targets)[np.arange(entities) % targets], mask=~linked)
+    table = pa.table(
+        {
+            "alias": alias,
+            "title": pc.binary_join_element_wise("Entity ", pa.array(entity_of_row).cast(pa.string()), ""),
+            "entity_id": entity_id.take(pa.array(entity_of_row)),
+            "page_id": pa.array(entity_of_row + 1),
+            "qid": pc.binary_join_element_wise("Q", pa.array(7 * entity_of_row + 1).cast(pa.string()), ""),
+        }
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "rows.parquet", row_group_size=1_000_000)
+    return {"entities": entities, "rows": table.num_rows, "linked": int(linked.sum())}
+
+
+def stream_rows(path: Path, batch_rows: int = 100_000):
+    """The rows of a Parquet file as tuples, a batch at a time (as DuckDB's `fetchmany` gives them)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_rows):
+        yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)

@@ -16,6 +16,7 @@ Entities that no link of the dump targets get ids after the link targets' and no
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import sparse
@@ -23,8 +24,9 @@ from scipy import sparse
 from preprocessing import tagme
 
 
-def alias_groups(rows: list[tuple[str, int]], cfg: tagme.TagmeConfig) -> dict[str, list[int]]:
-    """Anchor key -> entity ids (first-seen order), for the aliases TAGME could spot."""
+def alias_groups(rows: Iterable[tuple[str, int]], cfg: tagme.TagmeConfig) -> dict[str, list[int]]:
+    """Anchor key -> entity ids (first-seen order), for the aliases TAGME could spot (`rows` is read
+    once: a stream of Wikidata5M's 11M aliases need not be held)."""
     groups: dict[str, dict[int, None]] = defaultdict(dict)
     for alias, entity_id in rows:
         key = tagme.anchor_key(alias)
@@ -34,9 +36,13 @@ def alias_groups(rows: list[tuple[str, int]], cfg: tagme.TagmeConfig) -> dict[st
 
 
 def extend(
-    dictionary: tagme.Dictionary, groups: dict[str, list[int]], cfg: tagme.TagmeConfig
+    dictionary: tagme.Dictionary,
+    groups: dict[str, list[int]],
+    cfg: tagme.TagmeConfig,
+    take_index: bool = False,
 ) -> tagme.Dictionary:
-    """The dictionary with the aliases' entities as candidates (see the module doc)."""
+    """The dictionary with the aliases' entities as candidates (see the module doc); `take_index`:
+    `dictionary` is consumed (`Dictionary.extended`)."""
     n = len(dictionary)
     new_keys, add_rows, add_entities, add_common = _additions(dictionary, groups, cfg)
     all_rows = np.concatenate([np.repeat(np.arange(n), np.diff(dictionary.offsets)), add_rows])
@@ -52,6 +58,7 @@ def extend(
         np.concatenate([dictionary.entities, add_entities])[order],
         np.concatenate([dictionary.commonness, add_common])[order],
         from_alias[order],
+        take_index,
     )
 
 
@@ -80,14 +87,16 @@ def _additions(dictionary: tagme.Dictionary, groups: dict[str, list[int]], cfg: 
 
 
 def with_entities(relatedness: tagme.Relatedness, n_entities: int) -> tagme.Relatedness:
-    """`relatedness` with empty in-link rows up to `n_entities` (entities no link targets)."""
-    extra = n_entities - relatedness.matrix.shape[0]
+    """`relatedness` with empty in-link rows up to `n_entities` (entities no link targets). The new
+    matrix shares the in-links' arrays (only the row pointers grow): at enwiki size a copy is 1.4 GiB."""
+    matrix = relatedness.matrix
+    extra = n_entities - matrix.shape[0]
     if extra <= 0:
         return relatedness
     out = object.__new__(tagme.Relatedness)
-    out.matrix = sparse.vstack(
-        [relatedness.matrix, sparse.csr_matrix((extra, relatedness.matrix.shape[1]), dtype=np.float32)],
-        format="csr",
+    indptr = np.concatenate([matrix.indptr, np.full(extra, matrix.indptr[-1], matrix.indptr.dtype)])
+    out.matrix = sparse.csr_matrix(
+        (matrix.data, matrix.indices, indptr), shape=(n_entities, matrix.shape[1]), copy=False
     )
     out.sizes = np.concatenate([relatedness.sizes, np.zeros(extra)])
     out.log_w = relatedness.log_w

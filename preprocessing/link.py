@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -271,37 +272,52 @@ def _model(cfg: LinkConfig, run_dir: Path, aliases: list | None):
 def _kg_model(run_dir: Path, fingerprint: str, stamp: tuple, cfg_json: str):
     """Loaded once per worker process (the fingerprints key reload it after a rebuild)."""
     cfg = LinkConfig.model_validate_json(cfg_json)
-    return _with_aliases(*_local_model(run_dir, fingerprint), _kg_alias_rows(run_dir, cfg), cfg.tagme)
+    return kg_aliased_model(run_dir, lambda: _kg_alias_rows(run_dir, cfg), cfg.tagme)
 
 
-def _with_aliases(dictionary, relatedness, rows: list[tuple], cfg: TagmeConfig):
+def kg_aliased_model(run_dir: Path, alias_rows: Callable[[], Iterable[tuple]], cfg: TagmeConfig):
+    """(dictionary, relatedness, extra entities) with the KG aliases that `alias_rows()` yields. The
+    plain dictionary is loaded for this alone and extended in place, so that a worker holds one
+    dictionary, not the plain one (`_local_model`'s) beside its extended copy."""
+    dictionary, relatedness = load_dictionary(run_dir)
+    return _with_aliases(dictionary, relatedness, alias_rows(), cfg, take_index=True)
+
+
+def _with_aliases(dictionary, relatedness, rows: Iterable[tuple], cfg: TagmeConfig, take_index=False):
     """Alias rows (alias, target, entity_id or None, page_id, qid) into the dictionary; entities
     without an id get ids after the link targets' (`extra`: their target, page id and QID)."""
     n_targets, extra_ids, extra = len(relatedness.sizes), {}, []
-    pairs = []
-    for alias, target, entity_id, page_id, qid in rows:
-        if entity_id is None:
-            if target not in extra_ids:
-                extra_ids[target] = n_targets + len(extra)
-                extra.append((target, page_id, qid))
-            entity_id = extra_ids[target]
-        pairs.append((alias, entity_id))
-    extended = aliases.extend(dictionary, aliases.alias_groups(pairs, cfg), cfg)
+
+    def pairs():
+        for alias, target, entity_id, page_id, qid in rows:
+            if entity_id is None:
+                if target not in extra_ids:
+                    extra_ids[target] = n_targets + len(extra)
+                    extra.append((target, page_id, qid))
+                entity_id = extra_ids[target]
+            yield alias, entity_id
+
+    groups = aliases.alias_groups(pairs(), cfg)  # fills `extra` as it reads the rows
+    extended = aliases.extend(dictionary, groups, cfg, take_index)
     return extended, aliases.with_entities(relatedness, n_targets + len(extra)), extra
 
 
-def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> list[tuple]:
-    """KG aliases of the entities that have a page in the run."""
+def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> Iterator[tuple]:
+    """KG aliases of the entities that have a page in the run, streamed in batches (Wikidata5M has
+    about 11M: as one list of Python rows they would be a few GiB of a worker's peak)."""
     if not is_complete(run_dir, KG_ENTITIES):
-        return []
+        return
     conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
-    rows = conn.sql(
+    result = conn.execute(
         f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
         FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({dataset_files(run_dir, KG_ENTITIES)})) k
         JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
-    ).fetchall()
-    conn.close()
-    return rows
+    )
+    try:
+        while batch := result.fetchmany(100_000):
+            yield from batch
+    finally:
+        conn.close()
 
 
 def _pair_rows(run_dir: Path, cfg: LinkConfig, pairs: list[tuple[str, str]]) -> list[tuple]:

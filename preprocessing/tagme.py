@@ -144,15 +144,27 @@ class Dictionary:
 
     @classmethod
     def extended(
-        cls, base: Dictionary, new_keys: list[str], link_prob, offsets, entities, commonness, from_alias
+        cls,
+        base: Dictionary,
+        new_keys: list[str],
+        link_prob,
+        offsets,
+        entities,
+        commonness,
+        from_alias,
+        take_index: bool = False,
     ):
-        """`base` with rows for `new_keys` after its own, and new candidate arrays for all rows."""
+        """`base` with rows for `new_keys` after its own, and new candidate arrays for all rows.
+        `take_index`: extend base's key index itself instead of a copy (the base is unusable after;
+        at enwiki size the copy is a second dict of 24M keys)."""
         out = cls.__new__(cls)
         out.link_prob = np.asarray(link_prob, np.float32)
         out.offsets, out.entities = np.asarray(offsets, np.int64), np.asarray(entities, np.int64)
         out.commonness, out.from_alias = np.asarray(commonness, np.float32), np.asarray(from_alias, bool)
         out.first_alias_row = len(base.link_prob)
-        out.index = dict(base.index)
+        out.index = base.index if take_index else dict(base.index)
+        if take_index:
+            base.index = None  # a lookup in the spent base fails loudly instead of finding alias rows
         for key in new_keys:  # a key that was only a prefix becomes a row
             out.index.pop(key, None)
         out.add_keys(new_keys, start=len(base.link_prob))

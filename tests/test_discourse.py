@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from preprocessing import aliases, discourse, tagme
+from preprocessing import link as link_module
 from preprocessing.tagme import Candidates, Dictionary, Relatedness, TagmeConfig
 
 # entities: 0 Abraham Lincoln, 1 Lincoln, Nebraska, 2 Illinois, 3 Mercury (planet), 4 Mercury
@@ -156,6 +157,40 @@ def test_kg_aliases_extend_candidates_below_anchors_and_add_spots():
     assert onca >= extended.first_alias_row and extended.link_prob[onca] == pytest.approx(cfg.kg_alias_prior)
     assert extended.index["panthera"] == Dictionary.PREFIX
     assert extended.candidates(extended.row("lincoln")).entities.tolist() == [1, 0]  # untouched
+
+
+def test_extending_in_place_gives_the_copy_and_spends_the_base():
+    cfg = TagmeConfig()
+    groups = {"panthera onca": [5], "jaguar": [9, 5], "lincoln nebraska": [0]}
+    copied = aliases.extend(_dictionary(), groups, cfg)
+    base = _dictionary()
+    in_place = aliases.extend(base, groups, cfg, take_index=True)
+    assert in_place.index == copied.index  # every key, alias rows and new prefixes included
+    for name in ("link_prob", "offsets", "entities", "commonness", "from_alias"):
+        assert np.array_equal(getattr(in_place, name), getattr(copied, name))
+    assert base.index is None  # the spent base cannot be looked up by mistake
+
+
+def test_entities_without_in_links_extend_the_matrix_without_copying_it():
+    plain = _relatedness()
+    wider = aliases.with_entities(plain, len(TITLES) + 3)
+    assert wider.matrix.shape == (len(TITLES) + 3, plain.matrix.shape[1])
+    assert np.shares_memory(wider.matrix.indices, plain.matrix.indices)
+    assert np.shares_memory(wider.matrix.data, plain.matrix.data)
+    assert wider.matrix[len(TITLES) :].nnz == 0 and wider.sizes[len(TITLES) :].tolist() == [0, 0, 0]
+    known = np.arange(len(TITLES))
+    assert np.array_equal(wider.pairwise(known), plain.pairwise(known))
+    assert not wider.pairwise(np.array([5, len(TITLES)]))[0, 1]  # no in-links: unrelated
+
+
+def test_alias_rows_are_read_once_as_a_stream():
+    rows = [("Panthera onca", "Jaguar", 5, 105, "Q35694"), ("El Tigre", "El Tigre (film)", None, 900, "Q9")]
+    from_list = link_module._with_aliases(_dictionary(), _relatedness(), rows, TagmeConfig())
+    streamed = link_module._with_aliases(_dictionary(), _relatedness(), iter(rows), TagmeConfig())
+    assert streamed[0].index == from_list[0].index and streamed[2] == from_list[2] == [
+        ("El Tigre (film)", 900, "Q9")
+    ]
+    assert streamed[0].row("el tigre") is not None and streamed[1].matrix.shape[0] == len(TITLES) + 1
 
 
 def test_an_alias_spot_links_where_capitalized_and_coherent():
