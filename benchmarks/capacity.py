@@ -370,7 +370,7 @@ def child_worker(dict_run: str, title_run: str) -> dict:
 
     me = psutil.Process()
     base = me.memory_info().rss
-    _held = load_dictionary(Path(dict_run))  # held, as `link._local_model` holds it, while measured
+    _held = load_dictionary(Path(dict_run))  # held, as a worker's model cache holds it, while measured
     after_dictionary = me.memory_info().rss
     link._alignment_db(Path(title_run), load_config("enwiki").link.duckdb_memory_limit)
     after_alignment = me.memory_info().rss
@@ -385,19 +385,24 @@ def child_worker(dict_run: str, title_run: str) -> dict:
 WIKIDATA5M_ENTITIES = 4_594_485
 
 
-def child_worker_aliases(dict_run: str, rows_file: str) -> dict:
-    """One link worker's models with `kg_aliases` (the default): the full dictionary extended by the
-    KG aliases of Wikidata5M's entities (`enwiki_shapes.kg_alias_rows`), streamed from their file as
-    `link._kg_model` streams them from DuckDB."""
+def child_worker_aliases(dict_run: str, title_run: str, rows_file: str) -> dict:
+    """One link worker's models with `kg_aliases` (the default), in `link._kg_model`'s order: the plain
+    dictionary loaded, the alignment tables opened (by the alias query's first row), the dictionary
+    extended by the KG aliases of Wikidata5M's entities (`enwiki_shapes.kg_alias_rows`), streamed from
+    their file as `_kg_alias_rows` streams them from DuckDB (the query's own working memory, under
+    `link.duckdb_memory_limit`, is not in this measurement)."""
     from enwiki_shapes import stream_rows
 
+    from flows.config import load_config
     from preprocessing import link
     from preprocessing.tagme import TagmeConfig
 
+    def rows():
+        link._alignment_db(Path(title_run), load_config("enwiki").link.duckdb_memory_limit)
+        yield from stream_rows(Path(rows_file))
+
     start = time.perf_counter()
-    dictionary, _, extra = link.kg_aliased_model(
-        Path(dict_run), lambda: stream_rows(Path(rows_file)), TagmeConfig()
-    )
+    dictionary, _, extra = link.kg_aliased_model(Path(dict_run), rows(), TagmeConfig())
     return {
         "in_child_s": time.perf_counter() - start,
         "rss_loaded_mib": psutil.Process().memory_info().rss / 2**20,
@@ -506,9 +511,9 @@ def measure_worker(store: Store, dict_run: Path, title_run: Path, key: str) -> N
     store.get(key, child("worker", dict_run, title_run))
     from enwiki_shapes import kg_alias_rows
 
-    folder = WORK / "kg-alias-rows"
+    folder = dict_run.parent / "kg-alias-rows"  # beside the dictionary its entity ids index
     store.rows["kg-alias-input"] = kg_alias_rows(folder, dict_run, WIKIDATA5M_ENTITIES)
-    store.get(f"{key}-aliases", child("worker-aliases", dict_run, folder / "rows.parquet"))
+    store.get(f"{key}-aliases", child("worker-aliases", dict_run, title_run, folder / "rows.parquet"))
 
 
 def measure_kg(store: Store, scales: list[float]) -> None:
@@ -724,7 +729,7 @@ def link_rss(rows: dict, f: dict) -> dict[str, float]:
     dictionary, basis = at_full(rows, f, "dict-load", "peak_rss_mib")
     loaded, _ = at_full(rows, f, "dict-load", "rss_loaded_mib")
     aliased = rows.get("worker-aliases")
-    if aliased:
+    if aliased:  # dictionary, aliases and alignment tables, measured together
         dictionary, loaded, basis = aliased["peak_rss_mib"], aliased["rss_loaded_mib"], "m, with KG aliases"
     working = rows[keys_with(rows, "link")[0]]["peak_rss_mib"]  # the 1x worker: interpreter, spaCy, a part
     key = keys_with(rows, "resolve")[-1]
@@ -737,6 +742,7 @@ def link_rss(rows: dict, f: dict) -> dict[str, float]:
     return {
         "dictionary": dictionary,
         "loaded": loaded,
+        "aliased": bool(aliased),
         "alignment": alignment,
         "alignment_measured": measured,
         "working": working,
@@ -747,25 +753,40 @@ def link_rss(rows: dict, f: dict) -> dict[str, float]:
 def link_row(rows: dict, f: dict, m, usable: float) -> dict:
     """TAGME per part: CPU per word (fit over 1x-16x), over the workers that fit in memory: each
     worker loads its own dictionary and alignment tables after the fork (lru_cache in the worker),
-    so nothing of them is shared. A worker's peak is the dictionary's load transient or, after it,
-    the loaded dictionary beside the alignment tables (`_local_annotator` opens them second)."""
+    so nothing of them is shared. Without KG aliases a worker's peak is the dictionary's load transient
+    or, after it, the loaded dictionary beside the alignment tables (`_local_annotator` opens them
+    second); with them (measured) the alignment tables are open while the aliases extend the
+    dictionary, so the measured peak holds both."""
     rss = link_rss(rows, f)
-    per_worker = max(rss["dictionary"], rss["loaded"] + rss["alignment"]) + rss["working"]
+    after = rss["loaded"] + (0 if rss["aliased"] else rss["alignment"])
+    per_worker = max(rss["dictionary"], after) + rss["working"]
     fit_workers = int(usable // per_worker)
     workers = max(1, min(m.cores, fit_workers))
     cpu = at(f["link cpu"][2], ENWIKI["words"])
+    # every worker builds its models at the start, all at once: wall time before the first part
+    startup = rows["worker-aliases"]["seconds"] if rss["aliased"] else rows["dict-load 1"]["seconds"]
     return {
         "stage": "link: TAGME per part",
         "runs on": f"{workers} workers a machine (memory: {fit_workers}, cores: {m.cores})",
-        "work": f"{cpu / 3600:.0f} core-h (f), {PARTS} parts",
-        "one": cpu / workers,
-        "cluster": cpu / workers / m.machines,
-        "memory": f"{gib(per_worker)} a worker: dictionary {gib(rss['dictionary'])} peak, "
-        f"{gib(rss['loaded'])} loaded ({rss['basis']}), then "
-        f"alignment {gib(rss['alignment'])} ({gib(rss['alignment_measured'])} m with 17M titles, "
-        f"+ 9M link targets p), the rest {gib(rss['working'])} (m); unshared",
+        "work": f"{cpu / 3600:.0f} core-h (f), {PARTS} parts; a worker's models {startup / 60:.0f} min (m)",
+        "one": startup + cpu / workers,
+        "cluster": startup + cpu / workers / m.machines,
+        "memory": f"{gib(per_worker)} a worker: {link_memory(rss)}, the rest {gib(rss['working'])} (m)",
         "basis": "f",
     }
+
+
+def link_memory(rss: dict) -> str:
+    alignment = f"{gib(rss['alignment_measured'])} m with 17M titles and 9M link targets"
+    if rss["aliased"]:
+        return (
+            f"dictionary with KG aliases and the alignment tables {gib(rss['dictionary'])} peak, "
+            f"{gib(rss['loaded'])} held ({rss['basis']}; alignment alone {alignment})"
+        )
+    return (
+        f"dictionary {gib(rss['dictionary'])} peak, {gib(rss['loaded'])} loaded ({rss['basis']}), "
+        f"then alignment {gib(rss['alignment'])} ({alignment})"
+    )
 
 
 # a 512-token forward of roberta-base: 2 FLOPs per weight per token (85M weights outside the

@@ -300,14 +300,16 @@ def kg_alias_rows(out: Path, dict_run: Path, entities: int) -> dict:
     """What `link._kg_alias_rows` yields for a run at enwiki size with Wikidata5M's `entities`, as a
     Parquet file `out/rows.parquet` of (alias, title, entity_id, page_id, qid), written once: kg_load's
     alias counts (mean 2.4 an entity), the first alias one of the dictionary's anchors (a label is
-    mostly its page's title, so an anchor), the others phrases from a pool of 1M; 9 in 10 entities are
-    link targets (`entity_id`), the rest get ids after them in the link stage."""
+    mostly its page's title, so an anchor), the others phrases of 1-4 words from a pool as large as
+    their number (Wikidata's aliases are mostly distinct; kg_load's 1M-phrase pool would make each
+    name ~6 entities' and understate the new keys); 9 in 10 entities are link targets (`entity_id`),
+    the rest get ids after them in the link stage."""
     rng = np.random.default_rng(2)
     chunks = [pq.read_table(p, columns=["anchor"])["anchor"] for p in part_paths(dict_run, ANCHORS)]
     anchors = pa.chunked_array([c for chunked in chunks for c in chunked.chunks]).combine_chunks()
     targets = sum(pq.ParquetFile(p).metadata.num_rows for p in part_paths(dict_run, LINK_TARGETS))
     counts = _alias_counts(rng, entities)
-    pool = pa.array(_phrases(rng, _words(rng, 50_000), 1_000_000, 1, 4))
+    pool = pa.array(_phrases(rng, _words(rng, 50_000), int(counts.sum()) - entities, 1, 4))
     entity_of_row = np.repeat(np.arange(entities), counts)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     source = rng.integers(0, len(pool), len(entity_of_row)) + len(anchors)  # an index into anchors + pool

@@ -181,7 +181,7 @@ def random_bert(folder: Path, vocab_size: int, hidden: int, layers: int, seed: i
         intermediate_size=4 * hidden,
         max_position_embeddings=64,
     )
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):  # CPU weights: no CUDA context
         torch.manual_seed(seed)
         model = BertForMaskedLM(config)
     model.save_pretrained(folder)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -272,15 +272,16 @@ def _model(cfg: LinkConfig, run_dir: Path, aliases: list | None):
 def _kg_model(run_dir: Path, fingerprint: str, stamp: tuple, cfg_json: str):
     """Loaded once per worker process (the fingerprints key reload it after a rebuild)."""
     cfg = LinkConfig.model_validate_json(cfg_json)
-    return kg_aliased_model(run_dir, lambda: _kg_alias_rows(run_dir, cfg), cfg.tagme)
+    return kg_aliased_model(run_dir, _kg_alias_rows(run_dir, cfg), cfg.tagme)
 
 
-def kg_aliased_model(run_dir: Path, alias_rows: Callable[[], Iterable[tuple]], cfg: TagmeConfig):
-    """(dictionary, relatedness, extra entities) with the KG aliases that `alias_rows()` yields. The
-    plain dictionary is loaded for this alone and extended in place, so that a worker holds one
-    dictionary, not the plain one (`_local_model`'s) beside its extended copy."""
+def kg_aliased_model(run_dir: Path, alias_rows: Iterable[tuple], cfg: TagmeConfig):
+    """(dictionary, relatedness, extra entities) with the KG aliases `alias_rows` (read once, after
+    the load: `_kg_alias_rows` opens the alignment tables on its first row). The plain dictionary is
+    loaded for this alone and extended in place, so that a worker holds one dictionary, not the plain
+    one (`_local_model`'s) beside its extended copy."""
     dictionary, relatedness = load_dictionary(run_dir)
-    return _with_aliases(dictionary, relatedness, alias_rows(), cfg, take_index=True)
+    return _with_aliases(dictionary, relatedness, alias_rows, cfg, take_index=True)
 
 
 def _with_aliases(dictionary, relatedness, rows: Iterable[tuple], cfg: TagmeConfig, take_index=False):
@@ -304,16 +305,19 @@ def _with_aliases(dictionary, relatedness, rows: Iterable[tuple], cfg: TagmeConf
 
 def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> Iterator[tuple]:
     """KG aliases of the entities that have a page in the run, streamed in batches (Wikidata5M has
-    about 11M: as one list of Python rows they would be a few GiB of a worker's peak)."""
+    about 11M: as one list of Python rows they would be a few GiB of a worker's peak). The stream holds
+    a cursor of the cached alignment connection for the whole extension: nothing may close that
+    connection meanwhile (a worker builds its model in one thread before it links)."""
     if not is_complete(run_dir, KG_ENTITIES):
         return
     conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
-    result = conn.execute(
-        f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
-        FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({dataset_files(run_dir, KG_ENTITIES)})) k
-        JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
-    )
+    entities = dataset_files(run_dir, KG_ENTITIES)
     try:
+        result = conn.execute(
+            f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
+            FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({entities})) k
+            JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
+        )
         while batch := result.fetchmany(100_000):
             yield from batch
     finally:

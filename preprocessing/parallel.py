@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -31,10 +32,12 @@ class _StoppingPool(ProcessPoolExecutor):
         self.shutdown(wait=False, cancel_futures=True)
         for worker in workers:
             worker.terminate()
+        deadline = time.monotonic() + 10
         for worker in workers:
-            worker.join(timeout=10)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.is_alive():
                 worker.kill()
+                worker.join()
         return False
 
 
