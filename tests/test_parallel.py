@@ -46,12 +46,16 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def test_a_failing_body_stops_the_workers_instead_of_waiting_for_them():
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_failing_body_stops_the_workers_instead_of_waiting_for_them(method, monkeypatch):
     # before: `with pool:` waited for the running tasks (here 60 s each; for ever for a hung worker,
     # which is how the forked-DuckDB hang of the link tests outlived pytest's timeout)
+    if method == "forkserver":  # as in a Prefect flow run, whose other threads rule out a fork
+        monkeypatch.setattr(parallel, "_other_threads", lambda: [threading.current_thread()])
     before = set(multiprocessing.active_children())
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="a part failed"), parallel.process_pool(2, []) as pool:
+        assert pool._mp_context.get_start_method() == method
         futures = [pool.submit(_sleep, 60) for _ in range(4)]
         time.sleep(1)  # both workers busy
         raise RuntimeError("a part failed")
