@@ -50,8 +50,10 @@ def _sleep(seconds: float) -> None:
 def test_a_failing_body_stops_the_workers_instead_of_waiting_for_them(method, monkeypatch):
     # before: `with pool:` waited for the running tasks (here 60 s each; for ever for a hung worker,
     # which is how the forked-DuckDB hang of the link tests outlived pytest's timeout)
-    if method == "forkserver":  # as in a Prefect flow run, whose other threads rule out a fork
-        monkeypatch.setattr(parallel, "_other_threads", lambda: [threading.current_thread()])
+    # forkserver as in a Prefect flow run, whose other threads rule out a fork; fork as in a process with
+    # one thread (whatever threads earlier tests left in this one)
+    others = [threading.current_thread()] if method == "forkserver" else []
+    monkeypatch.setattr(parallel, "_other_threads", lambda: others)
     before = set(multiprocessing.active_children())
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="a part failed"), parallel.process_pool(2, []) as pool:
