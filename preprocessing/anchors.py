@@ -90,7 +90,7 @@ def build_dictionary(
 
 
 def _parallel(fn, jobs: list[tuple], workers: int, desc: str, progress: bool) -> None:
-    with process_pool(workers, ["preprocessing.anchors"]) as pool:
+    with process_pool(workers, ["preprocessing.anchors", *tagme.WORKER_IMPORTS]) as pool:
         list(tqdm(pool.map(fn, jobs), total=len(jobs), desc=desc, disable=not progress))
 
 

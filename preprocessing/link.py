@@ -116,7 +116,7 @@ def _executor(cfg: LinkConfig):
     one client whose rate limit and token the threads share)."""
     if cfg.linker == "remote":
         return ThreadPoolExecutor(max_workers=cfg.workers)
-    return process_pool(cfg.workers, ["preprocessing.link"])
+    return process_pool(cfg.workers, ["preprocessing.link", *tagme.WORKER_IMPORTS])
 
 
 def link(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 import time
 from collections.abc import Callable
@@ -42,13 +43,17 @@ class _StoppingPool(ProcessPoolExecutor):
 
 
 def process_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
-    """`fork` starts workers without re-importing anything (about 0.5 s a worker saved), but is only
-    safe while this process has a single thread: a Prefect flow run has more, and a lock another
-    thread holds at fork time would stay locked in the child. Then `forkserver`, whose server
-    imports `preload` once and forks each worker from itself. Before a fork, what `close_before_fork`
-    registered is closed (no other thread can be using it then). Used as a context manager, the pool
-    stops its workers when the body raises (`_StoppingPool`)."""
+    """`fork` starts workers without re-importing anything, but is only safe while this process has a
+    single thread: a Prefect flow run has more, and a lock another thread holds at fork time would stay
+    locked in the child. Then `forkserver`, whose server imports `preload` once and forks each worker
+    from itself. Under `fork` this process imports `preload` first, for the same reason: a module the
+    workers import lazily (spaCy, 3 s) is otherwise imported again by every worker of every pool.
+    The forkserver is one per process and keeps the `preload` of the pool that started it.
+    Before a fork, what `close_before_fork` registered is closed (no other thread can be using it
+    then). Used as a context manager, the pool stops its workers when the body raises (`_StoppingPool`)."""
     if not _other_threads():
+        for name in preload:
+            importlib.import_module(name)
         for close in _before_fork:
             close()
         return _StoppingPool(max_workers=workers, mp_context=get_context("fork"))

@@ -520,6 +520,11 @@ def _free(spots: list[Spot], taken: np.ndarray) -> list[Spot]:
     return [s for s in spots if prefix[s.stop] == prefix[s.first]]
 
 
+# what `nlp` imports: 3 s (thinc brings torch), deferred so that importing this module stays cheap; a
+# pool of workers that tokenize names it, so it is imported once before the workers start
+WORKER_IMPORTS = ["spacy"]
+
+
 @lru_cache(maxsize=1)
 def nlp():
     """spaCy's blank English tokenizer with the rule-based sentencizer: offline, no model package."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import threading
 import time
 
@@ -40,6 +41,20 @@ def test_another_thread_means_forkserver(monkeypatch):
         other.join()
     monkeypatch.setattr(parallel, "_other_threads", list)  # as in a process with this thread alone
     assert _start_method(parallel.process_pool(1, [])) == "fork"
+
+
+def test_a_forking_pool_imports_its_preload_first(monkeypatch):
+    # before: `preload` reached only the forkserver, so under `fork` every worker of every pool imported
+    # what the stage's functions import lazily (spaCy: 3 s a worker, three pools a link stage)
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    monkeypatch.setattr(parallel, "_other_threads", list)
+    with parallel.process_pool(1, ["colorsys"]) as pool:
+        assert pool._mp_context.get_start_method() == "fork" and "colorsys" in sys.modules
+        assert pool.submit(_imported_before_this_call, "colorsys").result()
+
+
+def _imported_before_this_call(name: str) -> bool:
+    return name in sys.modules
 
 
 def _sleep(seconds: float) -> None:
