@@ -564,5 +564,25 @@ def sentence_spans(doc, starts: list[int], ends: list[int]) -> list[tuple[int, i
 
 @lru_cache(maxsize=1_000_000)
 def anchor_key(surface: str) -> str:
-    """The dictionary key of an anchor text: its tokens lower-cased and joined by single spaces."""
+    """The dictionary key of an anchor text: its tokens lower-cased and joined by single spaces.
+
+    Words of letters alone, or of ASCII digits alone, between spaces are spaCy's tokens as they are,
+    unless one is a tokenizer exception ("Dont" is "Do nt"): those skip the tokenizer (most names and
+    aliases; every letter of Unicode is checked against the tokenizer in tests/test_tagme.py)."""
+    words = surface.split(" ")
+    if _plain(words):
+        return " ".join(w.lower() for w in words if w)
     return " ".join(t.lower_ for t in nlp().tokenizer(surface) if not t.is_space)
+
+
+def _plain(words: list[str]) -> bool:
+    """Every word letters alone or ASCII digits alone, and none a tokenizer exception."""
+    if not all(w.isalpha() or (w.isdecimal() and w.isascii()) for w in words if w):
+        return False
+    return _special_cases().isdisjoint(words)
+
+
+@lru_cache(maxsize=1)
+def _special_cases() -> frozenset[str]:
+    """The strings the tokenizer splits by rule rather than by its punctuation patterns."""
+    return frozenset(nlp().tokenizer.rules)

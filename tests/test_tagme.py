@@ -168,6 +168,28 @@ def test_spots_do_not_cross_line_breaks_and_skip_gold():
     ]  # brazil is gold: not spotted
 
 
+def _tokenizer_key(surface: str) -> str:
+    return " ".join(t.lower_ for t in tagme.nlp().tokenizer(surface) if not t.is_space)
+
+
+def test_the_plain_word_shortcut_gives_the_tokenizers_keys():
+    # the shortcut must not change a key: every Unicode letter (packed 6 to a word, 3 words a name; once
+    # alone, inside a word and at its either end, they were all checked before the shortcut went in),
+    # ASCII numbers, and the tokenizer's exceptions as they are, lower- and upper-cased ("Dont" is
+    # "do nt", "Cannot" is "can not")
+    letters = [chr(c) for c in range(0x110000) if chr(c).isalpha()]
+    words = ["".join(letters[i : i + 6]) for i in range(0, len(letters), 6)]
+    names = [" ".join(words[i : i + 3]) for i in range(0, len(words), 3)]
+    names += ["Apollo 11", "1990", "007 Legends", "Cannot  Be", " leading", "trailing ", "", "   "]
+    rules = list(tagme.nlp().tokenizer.rules)
+    names += rules + [r.lower() for r in rules] + [r.upper() for r in rules]
+    names += [f"The {r} Band" for r in rules]
+    tagme.anchor_key.cache_clear()
+    assert [tagme.anchor_key(n) for n in names] == [_tokenizer_key(n) for n in names]
+    assert tagme.anchor_key("Dont Look Back") == "do nt look back"
+    assert tagme._plain(["Barack", "Obama"]) and not tagme._plain(["Dont", "Look"])
+
+
 def test_anchor_keys_follow_the_tokenizer():
     assert tagme.anchor_key("New  York") == "new york"
     assert tagme.anchor_key("Paris, Texas") == "paris , texas"
