@@ -16,7 +16,7 @@ Entities that no link of the dump targets get ids after the link targets' and no
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 from scipy import sparse
@@ -33,13 +33,13 @@ def alias_groups(rows: Iterable[tuple[str, int]], cfg: tagme.TagmeConfig) -> dic
         key = tagme.anchor_key(alias)
         if len(key) > 1 and any(c.isalpha() for c in key) and key.count(" ") < cfg.max_anchor_tokens:
             groups[key][entity_id] = None
-    groups.default_factory = None  # a plain dict from here: a missing key raises, as in any dict
+    groups.default_factory = None  # from here a missing key raises KeyError instead of adding a set
     return groups
 
 
 def extend(
     dictionary: tagme.Dictionary,
-    groups: dict[str, dict[int, None]],
+    groups: Mapping[str, Collection[int]],
     cfg: tagme.TagmeConfig,
     take_index: bool = False,
 ) -> tagme.Dictionary:
@@ -64,7 +64,7 @@ def extend(
     )
 
 
-def _additions(dictionary: tagme.Dictionary, groups: dict[str, dict[int, None]], cfg: tagme.TagmeConfig):
+def _additions(dictionary: tagme.Dictionary, groups: Mapping[str, Collection[int]], cfg: tagme.TagmeConfig):
     """(new keys, and the rows, entities and commonness of every candidate to add)."""
     n = len(dictionary)
     new_keys: list[str] = []

@@ -54,6 +54,7 @@ def process_pool(workers: int, preload: list[str]) -> ProcessPoolExecutor:
     if not _other_threads():
         for name in preload:
             importlib.import_module(name)
+    if not _other_threads():  # again: an import may start a thread
         for close in _before_fork:
             close()
         return _StoppingPool(max_workers=workers, mp_context=get_context("fork"))

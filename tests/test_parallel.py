@@ -77,7 +77,7 @@ def test_a_failing_body_stops_the_workers_instead_of_waiting_for_them(method, mo
         raise RuntimeError("a part failed")
     assert time.monotonic() - start < 30
     assert len(workers) == 2 and not any(w.is_alive() for w in workers)
-    assert all(f.cancelled() or f.exception(timeout=10) is not None for f in futures)  # none ran to its end
+    assert all(f.cancelled() or f.exception(timeout=60) is not None for f in futures)  # none ran to its end
 
 
 def test_a_pool_that_ends_normally_still_finishes_its_tasks():
