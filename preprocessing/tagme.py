@@ -572,6 +572,11 @@ def anchor_key(surface: str) -> str:
     words = surface.split(" ")
     if _plain(words):
         return " ".join(w.lower() for w in words if w)
+    return tokenizer_key(surface)
+
+
+def tokenizer_key(surface: str) -> str:
+    """`anchor_key` through spaCy's tokenizer, for every name: the shortcut's reference."""
     return " ".join(t.lower_ for t in nlp().tokenizer(surface) if not t.is_space)
 
 

@@ -168,10 +168,6 @@ def test_spots_do_not_cross_line_breaks_and_skip_gold():
     ]  # brazil is gold: not spotted
 
 
-def _tokenizer_key(surface: str) -> str:
-    return " ".join(t.lower_ for t in tagme.nlp().tokenizer(surface) if not t.is_space)
-
-
 def test_the_plain_word_shortcut_gives_the_tokenizers_keys():
     # the shortcut must not change a key: every Unicode letter as a word of its own and packed 6 to a
     # word (`benchmarks/anchor_key.py --all-letters` puts each in 7 places), ASCII numbers, and the
@@ -185,7 +181,7 @@ def test_the_plain_word_shortcut_gives_the_tokenizers_keys():
     names += rules + [r.lower() for r in rules] + [r.upper() for r in rules]
     names += [f"The {r} Band" for r in rules]
     tagme.anchor_key.cache_clear()
-    assert [tagme.anchor_key(n) for n in names] == [_tokenizer_key(n) for n in names]
+    assert [tagme.anchor_key(n) for n in names] == [tagme.tokenizer_key(n) for n in names]
     assert tagme.anchor_key("Dont Look Back") == "do nt look back"
     assert tagme._plain(["Barack", "Obama"]) and not tagme._plain(["Dont", "Look"])
 
