@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 # CPU machines: install the CPU build of torch first, or a later unpinned `torch` pulls GBs of CUDA wheels
 TORCH  ?= torch==2.13.0
 DATA   ?= data/demo
+# pytest-xdist workers of `make test` (0: one process); tests/conftest.py groups the tests per worker
+TEST_WORKERS ?= 2
 
 .PHONY: venv demo test lint sample bench-ingest serve stop clean
 
@@ -24,7 +26,7 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import bz2
 import re
+import threading
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def decode_stdlib(path: Path, workers: int) -> int:
     ranges = list(zip(starts, [*starts[1:], None], strict=True))  # the last runs on through the footer
     # every N-th stream to each process: streams of ~100 pages are alike, so the shares are even
     runs = [ranges[i::workers] for i in range(workers)]
-    with get_context("fork").Pool(workers) as pool:
+    # fork copies no lock another thread holds only in a single-threaded process (the script's own run;
+    # a test worker of pytest-xdist has its I/O thread): else the forkserver's clean process forks
+    method = "fork" if threading.active_count() == 1 else "forkserver"
+    with get_context(method).Pool(workers) as pool:
         return sum(pool.map(_decode_streams, [(str(path), run) for run in runs]))
 
 

@@ -8,12 +8,49 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
 from production_fixtures import SAMPLE, byte_bpe_roberta, enwiki_rehearsal, hub_kg, override_args
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `make test` runs the suite on 2 pytest-xdist workers (`-n 2 --dist loadfile`): about half of a serial
+# run's wall time is spent waiting on subprocesses and servers, which the other worker fills.
+REHEARSAL = "rehearsal"  # the group of the files that read the whole run: it is built once, on one worker
+SLOW_FIRST = ("tests/test_deployment.py", "tests/test_e2e_sample.py", "tests/test_pretrain.py")
+
+
+@cache
+def worker_group(test_file: str) -> str:
+    """The tests that share a worker: a file's (its module fixtures are built once), and all the files
+    that take `rehearsal_run` (a second worker would build the 3-minute run again, on the same port).
+    Decided from the file's text: xdist's controller, which hands out the groups, collects no tests
+    (and its own `xdist_group` marks are lost on pytest 9.2, whose node ids it can no longer rewrite)."""
+    return REHEARSAL if "rehearsal_run" in (REPO / test_file).read_text() else test_file
+
+
+def _group_rank(nodeid: str) -> int:
+    order = (REHEARSAL, *SLOW_FIRST)
+    group = worker_group(nodeid.split("::")[0])
+    return order.index(group) if group in order else len(order)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest groups first (stable within), so that no worker ends the suite running one alone."""
+    items.sort(key=lambda item: _group_rank(item.nodeid))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the groups of `worker_group` as its units."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid.split("::")[0])
+
+    return GroupScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +102,8 @@ def rehearsal_run(tiny_roberta, hub_kg_rehearsal, tmp_path_factory) -> WholeRun:
     env = {**os.environ, "TRELM_EVAL_DATA": str(root / "eval-data"), "PREFECT_HOME": str(root / "prefect")}
     env.pop("PREFECT_API_URL", None)  # the run's own ephemeral server, whose database stays in PREFECT_HOME
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    log = root / "stderr.log"  # the ranks' logs too: a failure's cause is often early in them
+    log.write_text(done.stderr)
+    assert done.returncode == 0, f"{done.stdout[-2000:]}{done.stderr[-4000:]}\nthe whole log: {log}"
     (run_dir,) = (data / "runs").iterdir()
     return WholeRun(run_dir, settings, tiny_roberta, done.stdout, done.stderr, root / "prefect")

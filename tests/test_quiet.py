@@ -5,6 +5,7 @@ head, DeepSpeed's accelerator warning and op banner, Prefect's telemetry errors 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,18 +41,31 @@ def test_the_packaged_backbone_loads_without_a_load_report(capfd):
     assert "cls.predictions.transform.dense.weight" in getattr(mlm, FRESH_ATTRIBUTE)  # fresh, as it should be
 
 
-def test_a_cpu_world_of_one_starts_without_deepspeed_noise():
+def _world_of_one(port: int) -> subprocess.CompletedProcess:
+    """`init_distributed` in a process of its own, as a flow run's in-process training calls it."""
     code = (
         "from trelm.config import PretrainConfig; from trelm.distributed import init_distributed; "
-        "init_distributed(PretrainConfig.model_validate({'train': {'master_port': 29673}}))"
+        f"init_distributed(PretrainConfig.model_validate({{'train': {{'master_port': {port}}}}}))"
     )
-    # a rendezvous of its own: an earlier test of this process may have set MASTER_PORT and holds that port
+    # no launcher's variables: an earlier test of this process may have set them
     dropped = {"DS_ACCELERATOR", "MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+
+
+def test_a_cpu_world_of_one_starts_without_deepspeed_noise():
+    done = _world_of_one(29673)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Setting accelerator to CPU" not in done.stdout + done.stderr
     assert "built successfully" not in done.stdout + done.stderr
+
+
+def test_a_world_of_one_starts_while_another_holds_the_configured_port():
+    with socket.socket() as holder:  # another run's world of one, or any server, on master_port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        done = _world_of_one(holder.getsockname()[1])
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_epilogue_says_size_scale_and_next_commands(tmp_path):

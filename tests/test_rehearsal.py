@@ -98,3 +98,15 @@ def test_exports_load_as_roberta_and_the_report_is_written(rehearsal):
         },
     ).fetchall()
     assert steps == [(4,)]
+
+
+def test_every_test_of_the_whole_run_shares_its_worker(request):
+    """Under `make test`'s xdist workers a test that takes `rehearsal_run` outside the group would build
+    the run a second time, on the same rendezvous port (the first try of the grouping split them)."""
+    from conftest import REHEARSAL, worker_group
+
+    items = request.session.items  # the whole suite's under `make test`
+    takers = {item.nodeid.split("::")[0] for item in items if "rehearsal_run" in item.fixturenames}
+    assert all(worker_group(f) == REHEARSAL for f in takers)
+    assert worker_group("tests/test_rehearsal.py") == REHEARSAL  # through this file's `rehearsal` fixture
+    assert worker_group("tests/test_storage.py") == "tests/test_storage.py"
