@@ -5,8 +5,10 @@ and the one whole pipeline run of the suite (`rehearsal_run`), which the README'
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -18,39 +20,51 @@ REPO = Path(__file__).resolve().parents[1]
 
 # `make test` runs the suite on 2 pytest-xdist workers (`-n 2 --dist loadfile`): about half of a serial
 # run's wall time is spent waiting on subprocesses and servers, which the other worker fills.
+if WORKER := os.environ.get("PYTEST_XDIST_WORKER"):
+    # a Prefect database per worker: flows run in-process without a harness use PREFECT_HOME's, and two
+    # workers' ephemeral servers migrating one fresh database at once can fail
+    os.environ["PREFECT_HOME"] = str(Path(tempfile.gettempdir()) / f"trelm-tests-prefect-{WORKER}")
+os.environ.pop("PREFECT_API_URL", None)  # never a live server of `make serve` (each test starts its own)
+
 REHEARSAL = "rehearsal"  # the group of the files that read the whole run: it is built once, on one worker
-SLOW_FIRST = ("tests/test_deployment.py", "tests/test_e2e_sample.py", "tests/test_pretrain.py")
+SLOW_FIRST = [REPO / "tests" / f"test_{name}.py" for name in ("deployment", "e2e_sample", "pretrain")]
 
 
 @cache
-def worker_group(test_file: str) -> str:
+def worker_group(test_file: Path) -> str:
     """The tests that share a worker: a file's (its module fixtures are built once), and all the files
-    that take `rehearsal_run` (a second worker would build the 3-minute run again, on the same port).
-    Decided from the file's text: xdist's controller, which hands out the groups, collects no tests
-    (and its own `xdist_group` marks are lost on pytest 9.2, whose node ids it can no longer rewrite)."""
-    return REHEARSAL if "rehearsal_run" in (REPO / test_file).read_text() else test_file
+    that take `rehearsal_run` (a second worker would build the 3-minute run again). Decided from the
+    file's text: xdist's controller, which hands out the groups, collects no tests (and xdist's own
+    `xdist_group` marks are lost on pytest 9.2, whose node ids it can no longer rewrite)."""
+    try:
+        text = test_file.read_text(encoding="utf-8")
+    except OSError:  # not a file of ours (a doctest's module, say): a group of its own
+        text = ""
+    return REHEARSAL if "rehearsal_run" in text else str(test_file)
 
 
-def _group_rank(nodeid: str) -> int:
-    order = (REHEARSAL, *SLOW_FIRST)
-    group = worker_group(nodeid.split("::")[0])
+def _group_rank(test_file: Path) -> int:
+    order = (REHEARSAL, *map(str, SLOW_FIRST))
+    group = worker_group(test_file)
     return order.index(group) if group in order else len(order)
 
 
 def pytest_collection_modifyitems(items):
     """The longest groups first (stable within), so that no worker ends the suite running one alone."""
-    items.sort(key=lambda item: _group_rank(item.nodeid))
+    items.sort(key=lambda item: _group_rank(item.path))
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: a run without xdist has no such hook
 def pytest_xdist_make_scheduler(config, log):
-    """`--dist loadfile`, with the groups of `worker_group` as its units."""
+    """Whichever load mode `-n N` gets, whole groups of `worker_group` go to one worker each."""
     from xdist.scheduler import LoadScopeScheduling
 
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return worker_group(nodeid.split("::")[0])
+            return worker_group(config.rootpath / nodeid.split("::")[0])
 
-    return GroupScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
+    load_modes = ("load", "loadscope", "loadfile")
+    return GroupScheduling(config, log) if config.getvalue("dist") in load_modes else None
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +93,12 @@ def hub_kg_rehearsal(tmp_path_factory):
     return hub_kg(tmp_path_factory.mktemp("hub-kg-rehearsal"), n_entities=REHEARSAL_KG_ENTITIES)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @dataclass
 class WholeRun:
     run_dir: Path
@@ -95,7 +115,7 @@ def rehearsal_run(tiny_roberta, hub_kg_rehearsal, tmp_path_factory) -> WholeRun:
     `production_fixtures.enwiki_rehearsal` changed (tests/test_rehearsal.py checks that)."""
     root = tmp_path_factory.mktemp("rehearsal")
     settings = enwiki_rehearsal(SAMPLE / "mirror", hub_kg_rehearsal, tiny_roberta, root / "eval-data")
-    settings["pretrain.train.master_port"] = (29681, "location: a port no other test uses")
+    settings["pretrain.train.master_port"] = (_free_port(), "location: a free port of this machine")
     data = root / "data"
     command = [sys.executable, "-m", "flows.cli", "run", "--config", "enwiki", "--data-root", str(data)]
     command += override_args(settings)

@@ -106,7 +106,8 @@ def test_every_test_of_the_whole_run_shares_its_worker(request):
     from conftest import REHEARSAL, worker_group
 
     items = request.session.items  # the whole suite's under `make test`
-    takers = {item.nodeid.split("::")[0] for item in items if "rehearsal_run" in item.fixturenames}
-    assert all(worker_group(f) == REHEARSAL for f in takers)
-    assert worker_group("tests/test_rehearsal.py") == REHEARSAL  # through this file's `rehearsal` fixture
-    assert worker_group("tests/test_storage.py") == "tests/test_storage.py"
+    takers = {item.path for item in items if "rehearsal_run" in item.fixturenames}
+    assert all(worker_group(path) == REHEARSAL for path in takers)
+    assert worker_group(Path(__file__)) == REHEARSAL  # through this file's `rehearsal` fixture
+    storage = Path(__file__).with_name("test_storage.py")
+    assert worker_group(storage) == str(storage)

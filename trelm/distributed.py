@@ -45,12 +45,13 @@ def init_distributed(cfg: PretrainConfig) -> RankInfo:
         os.environ.setdefault(key, value)
     import deepspeed
 
-    # a world of one (no launcher set WORLD_SIZE) has no peer to meet: port 0 lets its store bind a free
-    # port, so two in-flow trainings on one machine (overlapping runs, test workers) do not collide
-    port = str(cfg.train.master_port) if "WORLD_SIZE" in os.environ else "0"
+    if "WORLD_SIZE" not in os.environ:
+        # a world of one (no launcher started this process) has no peer to meet: port 0 lets its store bind
+        # a free port, so two in-flow trainings on one machine (overlapping runs, test workers) do not collide
+        os.environ["MASTER_PORT"] = "0"
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", port)
+    os.environ.setdefault("MASTER_PORT", str(cfg.train.master_port))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
