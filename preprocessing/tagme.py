@@ -136,11 +136,13 @@ class Dictionary:
         """Index `keys` as rows start, start + 1, ... and their token prefixes."""
         for row, key in enumerate(keys, start=start):
             self.index[key] = row
-        for key in keys:
-            for n in range(1, key.count(" ") + 1):
-                prefix = key.rsplit(" ", n)[0]
-                if prefix not in self.index:
-                    self.index[prefix] = self.PREFIX
+        index = self.index
+        for key in keys:  # longest prefix first: one already indexed has its own prefixes indexed too
+            while (cut := key.rfind(" ")) >= 0:
+                key = key[:cut]
+                if key in index:
+                    break
+                index[key] = self.PREFIX
 
     @classmethod
     def extended(

@@ -193,3 +193,25 @@ def test_anchor_keys_follow_the_tokenizer():
     tokens, starts, ends, breaks = tagme.token_arrays(doc)
     assert tokens[:3] == ["paris", ",", "texas"] and breaks[tokens.index("\n")]
     assert [doc.text[s:e] for s, e in zip(starts[:3], ends[:3], strict=True)] == ["Paris", ",", "Texas"]
+
+
+def _index_of_every_prefix(keys: list[str]) -> dict[str, int]:
+    """What the spotting scan needs: each key's row, and each token prefix that is no key as a prefix."""
+    index = {key: row for row, key in enumerate(keys)}
+    for key in keys:
+        words = key.split(" ")
+        for n in range(1, len(words)):
+            index.setdefault(" ".join(words[:n]), Dictionary.PREFIX)
+    return index
+
+
+def test_every_token_prefix_of_a_key_is_indexed_when_a_longer_key_comes_first():
+    # a key ("new york") met as the prefix of an earlier one stops that key's walk: its own walk indexes "new"
+    keys = ["new york city hall", "new york", "los angeles", "san jose state", "a  b"]
+    empty = np.zeros(0)
+    base = Dictionary(keys, np.ones(len(keys)), np.zeros(len(keys) + 1), empty, empty)
+    assert base.index == _index_of_every_prefix(keys)
+    new_keys = ["new york city", "san jose state university", "los angeles lakers"]
+    n = len(keys) + len(new_keys)
+    extended = Dictionary.extended(base, new_keys, np.ones(n), np.zeros(n + 1), empty, empty, empty, True)
+    assert extended.index == _index_of_every_prefix(keys + new_keys)
