@@ -93,7 +93,8 @@ def hub_kg_rehearsal(tmp_path_factory):
     return hub_kg(tmp_path_factory.mktemp("hub-kg-rehearsal"), n_entities=REHEARSAL_KG_ENTITIES)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port no process of this machine listens on now (tests that start servers or ranks)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -115,7 +116,7 @@ def rehearsal_run(tiny_roberta, hub_kg_rehearsal, tmp_path_factory) -> WholeRun:
     `production_fixtures.enwiki_rehearsal` changed (tests/test_rehearsal.py checks that)."""
     root = tmp_path_factory.mktemp("rehearsal")
     settings = enwiki_rehearsal(SAMPLE / "mirror", hub_kg_rehearsal, tiny_roberta, root / "eval-data")
-    settings["pretrain.train.master_port"] = (_free_port(), "location: a free port of this machine")
+    settings["pretrain.train.master_port"] = (free_port(), "location: a free port of this machine")
     data = root / "data"
     command = [sys.executable, "-m", "flows.cli", "run", "--config", "enwiki", "--data-root", str(data)]
     command += override_args(settings)

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -27,12 +27,6 @@ OVERRIDES = [
     "ingest.pages_per_part=10",
     "orchestration.run_until=link",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(cmd: list[str], env: dict, timeout: float = 300) -> str:
@@ -126,7 +120,7 @@ def _start_worker(env: dict, home: Path) -> subprocess.Popen:
 
 @pytest.mark.timeout(600)
 def test_serve_run_cache_kill_and_resume(tmp_path):
-    port, home, data = _free_port(), tmp_path / "prefect-home", tmp_path / "data"
+    port, home, data = free_port(), tmp_path / "prefect-home", tmp_path / "data"
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 
 import pytest
 import torch
+from conftest import free_port
 from torch import nn
 
 from trelm.config import RoutingConfig
@@ -413,12 +413,6 @@ def test_routing_warm_up_updates_everything_then_only_the_paths():
             assert (after[ffn] != before[ffn]).any(1).all()  # every neuron's row moved
     assert stats["trainable_share"] < 0.5 and not dict(model.named_parameters())[query].requires_grad
     assert_only_paths_changed(model, router, before)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
