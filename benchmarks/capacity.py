@@ -252,14 +252,14 @@ def child_dict_merge(staging: str, run_dir: str) -> dict:
     on generated staging files (`enwiki_shapes.dictionary_staging`), under the enwiki preset's limit."""
     from flows.config import load_config
     from preprocessing import anchors
-    from storage.duck import sql_files
+    from storage.duck import scratch, sql_files
 
     cfg = load_config("enwiki").link
     staging, run = Path(staging), Path(run_dir)
     (staging / "duckdb-tmp").mkdir(exist_ok=True)
     times, start = {}, time.perf_counter()
     provenance = anchors.dictionary_provenance(cfg.tagme, run)
-    conn = anchors._duckdb(cfg.duckdb_memory_limit, staging)
+    conn = scratch(cfg.duckdb_memory_limit, staging / "duckdb-tmp")
     drops = anchors._merge_link_counts(conn, staging, cfg.tagme)
     # the kept anchors for pass 2, as build_dictionary writes them (each pass-2 worker loads them)
     conn.execute(f"COPY (SELECT anchor FROM kept) TO {sql_files(staging / 'keys.parquet')} (FORMAT parquet)")
@@ -385,26 +385,45 @@ def child_worker(dict_run: str, title_run: str) -> dict:
 WIKIDATA5M_ENTITIES = 4_594_485
 
 
-def child_worker_aliases(dict_run: str, title_run: str, rows_file: str) -> dict:
-    """One link worker's models with `kg_aliases` (the default), in `link._kg_model`'s order: the plain
-    dictionary loaded, the alignment tables opened (by the alias query's first row), the dictionary
-    extended by the KG aliases of Wikidata5M's entities (`enwiki_shapes.kg_alias_rows`), streamed from
-    their file as `_kg_alias_rows` streams them from DuckDB (the query's own working memory, under
-    `link.duckdb_memory_limit`, is not in this measurement)."""
+def child_aliases_build(dict_run: str, title_run: str, rows_file: str) -> dict:
+    """Link's prepare keying the KG aliases of Wikidata5M's entities once for every worker
+    (`aliases.write`, as `link.build_kg_aliases` calls it): the rows (`enwiki_shapes.kg_alias_rows`)
+    streamed from their file as `_kg_alias_rows` streams them from DuckDB, with the alignment tables
+    open as the query holds them (the query's own working memory, under `link.duckdb_memory_limit`,
+    is not in this measurement)."""
     from enwiki_shapes import stream_rows
 
+    from flows.config import load_config
+    from preprocessing import aliases, link
+    from preprocessing.tagme import TagmeConfig
+    from storage.schemas import LINK_TARGETS
+    from storage.shards import Provenance, read_manifest
+
+    limit = load_config("enwiki").link.duckdb_memory_limit
+    conn = link._alignment_tables(Path(title_run), limit)
+    start = time.perf_counter()
+    n_targets = read_manifest(Path(dict_run), LINK_TARGETS)["rows"]
+    provenance = Provenance("capacity", (), "capacity")
+    rows = stream_rows(Path(rows_file))
+    manifest = aliases.write(Path(dict_run), rows, n_targets, TagmeConfig(), provenance, limit)
+    conn.close()
+    return {"in_child_s": time.perf_counter() - start, "keys": manifest["rows"], "stats": manifest["stats"]}
+
+
+def child_worker_aliases(dict_run: str, title_run: str) -> dict:
+    """One link worker's models with `kg_aliases` (the default), in `link._local_annotator`'s order:
+    the plain dictionary loaded and extended by the keyed aliases that `aliases-build` wrote, then the
+    alignment tables opened (by its first part's gold targets); the RSS held with both."""
     from flows.config import load_config
     from preprocessing import link
     from preprocessing.tagme import TagmeConfig
 
-    def rows():
-        link._alignment_db(Path(title_run), load_config("enwiki").link.duckdb_memory_limit)
-        yield from stream_rows(Path(rows_file))
-
     start = time.perf_counter()
-    dictionary, _, extra = link.kg_aliased_model(Path(dict_run), rows(), TagmeConfig())
+    dictionary, _, extra = link.kg_aliased_model(Path(dict_run), TagmeConfig())
+    built = time.perf_counter() - start
+    link._alignment_db(Path(title_run), load_config("enwiki").link.duckdb_memory_limit)
     return {
-        "in_child_s": time.perf_counter() - start,
+        "in_child_s": built,
         "rss_loaded_mib": psutil.Process().memory_info().rss / 2**20,
         "keys": len(dictionary.index),
         "extra_entities": len(extra),
@@ -419,6 +438,7 @@ CHILDREN = {
     "dict-load": child_dict_load,
     "resolve": child_resolve,
     "worker": child_worker,
+    "aliases-build": child_aliases_build,
     "worker-aliases": child_worker_aliases,
 }
 
@@ -513,7 +533,8 @@ def measure_worker(store: Store, dict_run: Path, title_run: Path, key: str) -> N
 
     folder = dict_run.parent / "kg-alias-rows"  # beside the dictionary its entity ids index
     store.rows["kg-alias-input"] = kg_alias_rows(folder, dict_run, WIKIDATA5M_ENTITIES)
-    store.get(f"{key}-aliases", child("worker-aliases", dict_run, title_run, folder / "rows.parquet"))
+    store.get("aliases-build", child("aliases-build", dict_run, title_run, folder / "rows.parquet"))
+    store.get(f"{key}-aliases", child("worker-aliases", dict_run, title_run))
 
 
 def measure_kg(store: Store, scales: list[float]) -> None:
@@ -632,6 +653,7 @@ def plan(rows: dict, f: dict, m) -> list[dict]:
         *ingest_rows(rows, f, m),
         kg_row(rows, f),
         dictionary_row(rows, f, m, usable),
+        *aliases_rows(rows),
         link_row(rows, f, m, usable),
         *select_rows(rows, f, m),
         *pretrain_rows(m),
@@ -722,6 +744,26 @@ def dictionary_row(rows: dict, f: dict, m, usable: float) -> dict:
     }
 
 
+def aliases_rows(rows: dict) -> list[dict]:
+    """Link's prepare keys the KG aliases once for every worker (measured at full size, in one
+    process: its CPU seconds, most of them the one-core keying, bound its wall time)."""
+    built = rows.get("aliases-build")
+    if built is None:  # measurements from before the aliases were keyed once a run
+        return []
+    return [
+        {
+            "stage": "link: KG aliases, keyed once",
+            "runs on": "1 process, then DuckDB",
+            "work": f"{built['stats']['kg_aliases_read'] / 1e6:.1f}M aliases into "
+            f"{built['keys'] / 1e6:.1f}M keys (m)",
+            "one": built["cpu_s"],
+            "cluster": built["cpu_s"],
+            "memory": f"{gib(built['peak_rss_mib'])} peak RSS, the alignment tables open (m)",
+            "basis": "m",
+        }
+    ]
+
+
 def link_rss(rows: dict, f: dict) -> dict[str, float]:
     """One link worker at enwiki size: its dictionary (the load's peak, and what it holds once loaded;
     with the KG aliases of `kg_aliases`, the default, where they were measured), its alignment
@@ -753,17 +795,16 @@ def link_rss(rows: dict, f: dict) -> dict[str, float]:
 def link_row(rows: dict, f: dict, m, usable: float) -> dict:
     """TAGME per part: CPU per word (fit over 1x-16x), over the workers that fit in memory: each
     worker loads its own dictionary and alignment tables after the fork (lru_cache in the worker),
-    so nothing of them is shared. Without KG aliases a worker's peak is the dictionary's load transient
-    or, after it, the loaded dictionary beside the alignment tables (`_local_annotator` opens them
-    second); with them (measured) the alignment tables are open while the aliases extend the
-    dictionary, so the measured peak holds both."""
+    so nothing of them is shared. A worker's peak is the dictionary's load transient or, after it, the
+    loaded dictionary beside the alignment tables (`_local_annotator` opens them second); with the KG
+    aliases both are measured together: the extension from the keyed aliases, then the tables."""
     rss = link_rss(rows, f)
     after = rss["loaded"] + (0 if rss["aliased"] else rss["alignment"])
     per_worker = max(rss["dictionary"], after) + rss["working"]
     fit_workers = int(usable // per_worker)
     workers = max(1, min(m.cores, fit_workers))
     cpu = at(f["link cpu"][2], ENWIKI["words"])
-    # every worker builds its models at the start, all at once: wall time before the first part
+    # every worker loads its models at the start, all at once: wall time before the first part
     startup = rows["worker-aliases"]["seconds"] if rss["aliased"] else rows["dict-load 1"]["seconds"]
     return {
         "stage": "link: TAGME per part",
@@ -780,8 +821,8 @@ def link_memory(rss: dict) -> str:
     alignment = f"{gib(rss['alignment_measured'])} m with 17M titles and 9M link targets"
     if rss["aliased"]:
         return (
-            f"dictionary with KG aliases and the alignment tables {gib(rss['dictionary'])} peak, "
-            f"{gib(rss['loaded'])} held ({rss['basis']}; alignment alone {alignment})"
+            f"the dictionary's load {gib(rss['dictionary'])} peak; extended by the KG aliases, beside the "
+            f"alignment tables, {gib(rss['loaded'])} held ({rss['basis']}; alignment alone {alignment})"
         )
     return (
         f"dictionary {gib(rss['dictionary'])} peak, {gib(rss['loaded'])} loaded ({rss['basis']}), "

@@ -245,14 +245,14 @@ def stand_in_aliases(run_dir: Path, pages: dict[int, dict]) -> list[tuple[str, s
 def link_run(args: tuple) -> tuple[dict[int, list[dict]], tuple[float, float], float, Counter]:
     """In a fresh process: load the stage's local annotator, link every page; mentions (target
     titles), (wall, CPU) seconds, peak RSS MiB, and the mention counts by source."""
-    cfg, run_dir, pages, aliases = args
+    cfg, run_dir, pages = args
     titles = [
         t
         for path in part_paths(run_dir, LINK_TARGETS)
         for t in pq.read_table(path, columns=["target"])[0].to_pylist()
     ]
     gold_targets = {ln["target"] for p in pages.values() for ln in p["links"]}
-    annotate = link_stage._local_annotator(cfg, run_dir, gold_targets, aliases)
+    annotate = link_stage._local_annotator(cfg, run_dir, gold_targets)
     found, stats, start, cpu = {}, Counter(), time.perf_counter(), time.process_time()
     ids = list(pages)
     docs = tagme.nlp().pipe((pages[i]["text"] for i in ids), batch_size=32)
@@ -288,7 +288,9 @@ def linker_rows(run, pages, hidden, names, senses, progress) -> list[dict]:
         tagme_cfg = TagmeConfig(**ABLATION[name])
         build_dictionary(tagme_cfg, run, workers=2, memory_limit="2GB", progress=False)
         cfg = LinkConfig(workers=1, tagme=tagme_cfg)
-        found, seconds, peak, sources = in_fresh_process(link_run, (cfg, run, pages, aliases))
+        if tagme_cfg.kg_aliases:
+            link_stage.build_kg_aliases(cfg, run, aliases)
+        found, seconds, peak, sources = in_fresh_process(link_run, (cfg, run, pages))
         row = {
             "linker": name,
             **score(hidden, found),

@@ -326,7 +326,17 @@ def _downloaded_run_config(cfg, layout):
 _REBUILT_BY = {
     **dict.fromkeys(["pages", "redirects"], "ingest"),
     **dict.fromkeys(
-        ["mentions", "anchors", "link_targets", "kg_entities", "kg_relations", "kg_triples"], "link"
+        [
+            "mentions",
+            "anchors",
+            "link_targets",
+            "kg_aliases",
+            "kg_alias_entities",
+            "kg_entities",
+            "kg_relations",
+            "kg_triples",
+        ],
+        "link",
     ),
     "eval_results": "evaluate",
 }

@@ -11,42 +11,170 @@ anchor dictionary, ranked below anchor evidence:
   commonness equally. Such spots must be capitalized in the text (`tagme.plausible`).
 
 Entities that no link of the dump targets get ids after the link targets' and no in-links.
+
+The aliases are keyed once a run (`write`, called by link's prepare: Wikidata5M's 11M names through
+`tagme.anchor_key`, grouped by DuckDB out of core) into `kg_aliases` and `kg_alias_entities`; every
+link worker reads them (`load`) and extends its own dictionary, instead of keying and grouping them
+itself (at enwiki size that was most of a worker's 5-minute start).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+import shutil
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator
+from itertools import islice
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from scipy import sparse
 
 from preprocessing import tagme
+from storage import layout
+from storage.duck import scratch, sql_files
+from storage.schemas import KG_ALIAS_ENTITIES, KG_ALIASES
+from storage.shards import (
+    IncompleteDatasetError,
+    Provenance,
+    ShardWriter,
+    iter_batches,
+    part_paths,
+    write_batches,
+    write_table,
+)
+
+_BATCH = 100_000  # alias rows keyed, staged and read back at a time
+# keys, their entity ids' offsets (len(keys) + 1) and the ids: one batch of `kg_aliases`
+AliasBatch = tuple[list[str], np.ndarray, np.ndarray]
+_STAGED = pa.schema([("seq", pa.int64()), ("key", pa.string()), ("entity_id", pa.int32())])
+# a key's entities in first-seen order, the keys in first-seen order (the stream's, as a dict of
+# ordered sets would give them): a deterministic order for the dictionary rows they become
+_GROUPED = """
+SELECT key, list(entity_id ORDER BY seq) AS entity_ids
+FROM (SELECT key, entity_id, min(seq) AS seq FROM read_parquet({staged}) GROUP BY key, entity_id)
+GROUP BY key ORDER BY min(seq)"""
 
 
-def alias_groups(rows: Iterable[tuple[str, int]], cfg: tagme.TagmeConfig) -> dict[str, dict[int, None]]:
-    """Anchor key -> entity ids (a dict as an ordered set: first-seen order; turning 11M of them into
-    lists was 12% of a worker's build), for the aliases TAGME could spot (`rows` is read once: a
-    stream of Wikidata5M's 11M aliases need not be held)."""
-    groups: dict[str, dict[int, None]] = defaultdict(dict)
-    for alias, entity_id in rows:
-        key = tagme.anchor_key(alias)
-        if len(key) > 1 and any(c.isalpha() for c in key) and key.count(" ") < cfg.max_anchor_tokens:
-            groups[key][entity_id] = None
-    groups.default_factory = None  # from here a missing key raises KeyError instead of adding a set
-    return groups
+def write(
+    run_dir: Path,
+    rows: Iterable[tuple],
+    n_targets: int,
+    cfg: tagme.TagmeConfig,
+    provenance: Provenance,
+    memory_limit: str,
+) -> dict:
+    """`kg_aliases` and `kg_alias_entities` from alias rows (alias, target, entity_id or None, page_id,
+    qid), read once as a stream; returns kg_aliases' manifest (written last: it marks both complete).
+    `n_targets`: the link targets' count, the first id for an entity no link targets."""
+    ShardWriter(run_dir, KG_ALIASES, provenance).open()
+    staging = layout.staging_dir(run_dir, "kg_aliases")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    new_entities = _NewEntities(n_targets)
+    stats = _stage_keys(rows, new_entities, cfg, staging / "keys.parquet")
+    write_table(run_dir, KG_ALIAS_ENTITIES, provenance, new_entities.table())
+    conn = scratch(memory_limit, staging / "duckdb-tmp")
+    try:
+        grouped = conn.sql(_GROUPED.format(staged=sql_files(staging / "keys.parquet")))
+        manifest = write_batches(
+            run_dir, KG_ALIASES, provenance, grouped.to_arrow_reader(batch_size=_BATCH), stats
+        )
+    finally:
+        conn.close()
+    shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+class _NewEntities:
+    """Ids after the link targets' for the entities that no link targets, in first-seen order."""
+
+    def __init__(self, n_targets: int):
+        self.n_targets = n_targets
+        self.rows: dict[str, tuple[int, int | None, str | None]] = {}  # target -> (id, page_id, qid)
+
+    def id_of(self, target: str, page_id: int | None, qid: str | None) -> int:
+        if target not in self.rows:
+            self.rows[target] = (self.n_targets + len(self.rows), page_id, qid)
+        return self.rows[target][0]
+
+    def table(self) -> pa.Table:
+        ids, page_ids, qids = zip(*self.rows.values(), strict=True) if self.rows else ((), (), ())
+        columns = {"entity_id": ids, "target": list(self.rows), "page_id": page_ids, "qid": qids}
+        return pa.table(columns, schema=KG_ALIAS_ENTITIES.schema)
+
+
+def _stage_keys(
+    rows: Iterable[tuple], new_entities: _NewEntities, cfg: tagme.TagmeConfig, path: Path
+) -> Counter:
+    """(seq, key, entity_id) of every alias TAGME could spot, in stream order, into `path`; counts."""
+    stats: Counter = Counter()
+    seq, stream = 0, iter(rows)
+    with pq.ParquetWriter(path, _STAGED) as writer:
+        while chunk := list(islice(stream, _BATCH)):
+            keys, ids = [], []
+            for alias, target, entity_id, page_id, qid in chunk:
+                key = tagme.anchor_key(alias)
+                if spottable(key, cfg):
+                    keys.append(key)
+                    ids.append(new_entities.id_of(target, page_id, qid) if entity_id is None else entity_id)
+            writer.write_table(
+                pa.table([pa.array(range(seq, seq + len(keys)), pa.int64()), keys, ids], schema=_STAGED)
+            )
+            seq += len(keys)
+            stats["kg_aliases_read"] += len(chunk)
+            stats["kg_aliases_unspottable"] += len(chunk) - len(keys)
+    stats["kg_alias_entities_new"] = len(new_entities.rows)
+    return stats
+
+
+def spottable(key: str, cfg: tagme.TagmeConfig) -> bool:
+    """Whether TAGME could spot the key: two characters or more, a letter, at most max_anchor_tokens
+    tokens (the rules the dictionary build drops anchors by)."""
+    return len(key) > 1 and any(c.isalpha() for c in key) and key.count(" ") < cfg.max_anchor_tokens
+
+
+def load(
+    run_dir: Path, dictionary: tagme.Dictionary, relatedness: tagme.Relatedness, cfg: tagme.TagmeConfig
+) -> tuple[tagme.Dictionary, tagme.Relatedness, list[tuple]]:
+    """(dictionary, relatedness, new entities' (target, page_id, qid) by id) with the run's KG
+    aliases; `dictionary` is consumed (extended in place)."""
+    n_targets = len(relatedness.sizes)
+    entities = pa.concat_tables(pq.read_table(p) for p in part_paths(run_dir, KG_ALIAS_ENTITIES))
+    ids = entities.column("entity_id").to_numpy()
+    if not np.array_equal(ids, np.arange(n_targets, n_targets + len(ids))):
+        raise IncompleteDatasetError(
+            f"kg_aliases in {run_dir} was keyed for another dictionary (its new entities do not follow "
+            f"the {n_targets} link targets)",
+            fix="run `trelm link` again: its prepare keys the aliases for the current dictionary",
+        )
+    extended = extend(dictionary, stored_groups(run_dir), cfg, take_index=True)
+    new = list(zip(*(entities.column(c).to_pylist() for c in ("target", "page_id", "qid")), strict=True))
+    return extended, with_entities(relatedness, n_targets + len(new)), new
+
+
+def stored_groups(run_dir: Path) -> Iterator[AliasBatch]:
+    """`kg_aliases` in batches, streamed."""
+    for path in part_paths(run_dir, KG_ALIASES):
+        for batch in iter_batches(path, ["key", "entity_ids"], batch_size=_BATCH):
+            lists = batch.column(1)
+            offsets = lists.offsets.to_numpy().astype(np.int64)
+            ids = pc.list_flatten(lists).to_numpy().astype(np.int64)
+            yield batch.column(0).to_pylist(), offsets - offsets[0], ids
 
 
 def extend(
     dictionary: tagme.Dictionary,
-    groups: Mapping[str, Collection[int]],
+    batches: Iterable[AliasBatch],
     cfg: tagme.TagmeConfig,
     take_index: bool = False,
 ) -> tagme.Dictionary:
-    """The dictionary with the aliases' entities as candidates (see the module doc); `take_index`:
-    `dictionary` is consumed (`Dictionary.extended`)."""
+    """The dictionary with the aliases' entities as candidates (see the module doc); `batches` of
+    distinct keys, read once; `take_index`: `dictionary` is consumed (`Dictionary.extended`)."""
     n = len(dictionary)
-    new_keys, add_rows, add_entities, add_common = _additions(dictionary, groups, cfg)
+    new_keys, add_rows, add_entities, add_common = _additions(dictionary, batches, cfg)
     all_rows = np.concatenate([np.repeat(np.arange(n), np.diff(dictionary.offsets)), add_rows])
     order = np.argsort(all_rows, kind="stable")  # a row's anchor candidates stay first
     offsets = np.concatenate([[0], np.cumsum(np.bincount(all_rows, minlength=n + len(new_keys)))])
@@ -64,28 +192,61 @@ def extend(
     )
 
 
-def _additions(dictionary: tagme.Dictionary, groups: Mapping[str, Collection[int]], cfg: tagme.TagmeConfig):
-    """(new keys, and the rows, entities and commonness of every candidate to add)."""
-    n = len(dictionary)
+def as_batch(groups: Iterable[tuple[str, Collection[int]]]) -> AliasBatch:
+    """(key, entity ids) pairs as one batch."""
+    groups = list(groups)
+    keys, ids = zip(*groups, strict=True) if groups else ((), ())
+    sizes = [len(i) for i in ids]
+    flat = np.fromiter((e for i in ids for e in i), np.int64, sum(sizes))
+    return list(keys), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), flat
+
+
+def as_pairs(batches: Iterable[AliasBatch]) -> list[tuple[str, list[int]]]:
+    """Batches as (key, entity ids) pairs (for reading `kg_aliases` by hand)."""
+    return [
+        (key, entities[offsets[i] : offsets[i + 1]].tolist())
+        for keys, offsets, entities in batches
+        for i, key in enumerate(keys)
+    ]
+
+
+def _additions(dictionary: tagme.Dictionary, batches: Iterable[AliasBatch], cfg: tagme.TagmeConfig):
+    """(new keys, and the rows, entities and commonness of every candidate to add): an alias that is
+    an anchor adds the entities its row lacks at `kg_alias_prior`; one that is no anchor becomes a row
+    whose entities share it equally."""
+    start = len(dictionary)
     new_keys: list[str] = []
-    rows, entities, common = [], [], []
-    for key, ids in groups.items():
-        row = dictionary.row(key)
-        if row is None:  # no anchor: the alias's entities share it equally
-            row, prior, known = n + len(new_keys), 1.0 / len(ids), set()
-            new_keys.append(key)
-        else:
-            prior, known = cfg.kg_alias_prior, set(dictionary.candidates(row).entities.tolist())
-        fresh = [e for e in ids if e not in known]
-        rows += [row] * len(fresh)
-        entities += fresh
-        common += [prior] * len(fresh)
+    rows_out, entities_out, common_out = [], [], []
+    for keys, offsets, entities in batches:
+        sizes = np.diff(offsets)
+        # PREFIX is -1 too: a key that is only a prefix of anchors becomes a row of its own
+        rows = np.fromiter((dictionary.index.get(k, -1) for k in keys), np.int64, len(keys))
+        new = rows < 0
+        rows[new] = start + len(new_keys) + np.arange(np.count_nonzero(new))
+        new_keys += [k for k, is_new in zip(keys, new.tolist(), strict=True) if is_new]
+        prior = np.where(new, 1.0 / np.maximum(sizes, 1), cfg.kg_alias_prior)
+        candidate_rows = np.repeat(rows, sizes)
+        fresh = ~_is_candidate(dictionary, candidate_rows, entities)
+        rows_out.append(candidate_rows[fresh])
+        entities_out.append(entities[fresh])
+        common_out.append(np.repeat(prior, sizes)[fresh])
     return (
         new_keys,
-        np.array(rows, np.int64),
-        np.array(entities, np.int64),
-        np.array(common, np.float32),
+        np.concatenate([np.zeros(0, np.int64), *rows_out]),
+        np.concatenate([np.zeros(0, np.int64), *entities_out]),
+        np.concatenate([np.zeros(0, np.float32), *common_out]).astype(np.float32),
     )
+
+
+def _is_candidate(dictionary: tagme.Dictionary, rows: np.ndarray, entities: np.ndarray) -> np.ndarray:
+    """Whether each entity is already a candidate of its row (rows past the dictionary's: no)."""
+    old = np.unique(rows[rows < len(dictionary)])
+    lo, hi = dictionary.offsets[old], dictionary.offsets[old + 1]
+    lengths = hi - lo
+    # the candidate slots of the `old` rows, and each as one code: row * 2^31 + entity (ids are int32)
+    slots = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    known = np.repeat(old, lengths) << 31 | dictionary.entities[slots]
+    return np.isin(rows << 31 | entities, known)
 
 
 def with_entities(relatedness: tagme.Relatedness, n_entities: int) -> tagme.Relatedness:

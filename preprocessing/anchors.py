@@ -34,17 +34,17 @@ from preprocessing import tagme
 from preprocessing.parallel import process_pool
 from storage import layout
 from storage.code import module_code_version
-from storage.duck import sql_files
+from storage.duck import scratch, sql_files
 from storage.schemas import ANCHORS, LINK_TARGETS, PAGES
 from storage.shards import (
     Provenance,
-    ShardWriter,
     atomic_write,
     is_complete,
     iter_batches,
     part_paths,
     read_manifest,
     stable_hash,
+    write_batches,
 )
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def build_dictionary(
     staging.mkdir(parents=True, exist_ok=True)
     parts = part_paths(run_dir, PAGES)
     _parallel(_link_counts_part, [(p, staging) for p in parts], workers, "dictionary: links", progress)
-    conn = _duckdb(memory_limit, staging)
+    conn = scratch(memory_limit, staging / "duckdb-tmp")
     drops = _merge_link_counts(conn, staging, tagme_cfg)
     keys_path = staging / "keys.parquet"
     conn.execute(f"COPY (SELECT anchor FROM kept) TO {sql_files(keys_path)} (FORMAT parquet)")
@@ -92,14 +92,6 @@ def build_dictionary(
 def _parallel(fn, jobs: list[tuple], workers: int, desc: str, progress: bool) -> None:
     with process_pool(workers, ["preprocessing.anchors", *tagme.WORKER_IMPORTS]) as pool:
         list(tqdm(pool.map(fn, jobs), total=len(jobs), desc=desc, disable=not progress))
-
-
-def _duckdb(memory_limit: str, staging: Path):
-    import duckdb
-
-    return duckdb.connect(
-        config={"memory_limit": memory_limit, "temp_directory": str(staging / "duckdb-tmp")}
-    )
 
 
 # ---------------------------------------------------------------- pass 1: links
@@ -256,27 +248,9 @@ def _write_link_targets(conn, run_dir: Path, provenance: Provenance) -> dict:
     return _write_query(conn, query, run_dir, LINK_TARGETS, provenance, stats)
 
 
-def _write_query(
-    conn,
-    query: str,
-    run_dir: Path,
-    dataset,
-    provenance: Provenance,
-    stats: dict,
-    rows_per_part: int = 1_000_000,
-) -> dict:
-    """Stream a query's rows into parts of `rows_per_part`."""
-    writer = ShardWriter(run_dir, dataset, provenance).open()
+def _write_query(conn, query: str, run_dir: Path, dataset, provenance: Provenance, stats: dict) -> dict:
     reader = conn.sql(query).to_arrow_reader(batch_size=64_000)
-    parts, batch_rows, index = [], [], 0
-    for batch in reader:
-        batch_rows.append(batch)
-        if sum(b.num_rows for b in batch_rows) >= rows_per_part:
-            parts.append(writer.write_part(index, batch_rows))
-            batch_rows, index = [], index + 1
-    if batch_rows or not parts:
-        parts.append(writer.write_part(index, batch_rows))
-    return writer.finalize(parts, stats=stats)
+    return write_batches(run_dir, dataset, provenance, reader, stats)
 
 
 def load_dictionary(run_dir: Path) -> tuple[tagme.Dictionary, tagme.Relatedness]:

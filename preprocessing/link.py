@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -30,9 +30,19 @@ from preprocessing.config import LinkConfig, RemoteTagmeConfig, TagmeConfig
 from preprocessing.parallel import close_before_fork, process_pool
 from preprocessing.tagme_remote import RemoteTagme, RemoteTagmeAuthError, RemoteTagmeError
 from storage.code import module_code_version
-from storage.duck import dataset_files
+from storage.duck import dataset_files, scratch
 from storage.errors import RetryableError
-from storage.schemas import ANCHORS, KG_ENTITIES, LINK_TARGETS, MENTION, MENTIONS, PAGES, REDIRECTS
+from storage.schemas import (
+    ANCHORS,
+    KG_ALIAS_ENTITIES,
+    KG_ALIASES,
+    KG_ENTITIES,
+    LINK_TARGETS,
+    MENTION,
+    MENTIONS,
+    PAGES,
+    REDIRECTS,
+)
 from storage.shards import (
     PartInfo,
     Provenance,
@@ -71,11 +81,45 @@ def link_provenance(cfg: LinkConfig, run_dir: Path) -> Provenance:
     inputs = [("pages", read_manifest(run_dir, PAGES)["fingerprint"])]
     if cfg.linker == "local":
         inputs.append(("anchors", dictionary_provenance(cfg.tagme, run_dir).fingerprint))
-    kg = read_manifest(run_dir, KG_ENTITIES)["fingerprint"] if is_complete(run_dir, KG_ENTITIES) else "none"
-    inputs.append(("kg_entities", kg))
+    inputs.append(("kg_entities", _kg_fingerprint(run_dir)))
+    if cfg.linker == "local" and cfg.tagme.kg_aliases:
+        inputs.append(("kg_aliases", alias_provenance(cfg, run_dir).fingerprint))
     remote = cfg.remote.model_dump(include={"api_url", "lang", "min_rho", "max_chars"})
     config = {"linker": cfg.linker, "tagme": cfg.tagme.model_dump(), "remote": remote}
     return Provenance(stable_hash(config), tuple(inputs), module_code_version(__name__))
+
+
+def alias_provenance(cfg: LinkConfig, run_dir: Path, pairs: list[tuple[str, str]] | None = None):
+    """What the keyed KG aliases are made from: the dictionary (its entity ids), the pages (titles and
+    QIDs), the KG's entities, or instead of them the (alias, target title) `pairs` of a stand-in KG."""
+    config = {"tagme": cfg.tagme.model_dump(include={"max_anchor_tokens"})}
+    if pairs is not None:
+        config["pairs"] = stable_hash(sorted(pairs))
+    inputs = (
+        ("anchors", dictionary_provenance(cfg.tagme, run_dir).fingerprint),
+        ("pages", read_manifest(run_dir, PAGES)["fingerprint"]),
+        ("kg_entities", "none" if pairs is not None else _kg_fingerprint(run_dir)),
+    )
+    return Provenance(stable_hash(config), inputs, module_code_version(__name__))
+
+
+def _kg_fingerprint(run_dir: Path) -> str:
+    return read_manifest(run_dir, KG_ENTITIES)["fingerprint"] if is_complete(run_dir, KG_ENTITIES) else "none"
+
+
+def build_kg_aliases(cfg: LinkConfig, run_dir: Path, pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Key the KG's aliases of the entities that have a page in the run (or the stand-in `pairs`) once
+    for every link worker: `kg_aliases` and `kg_alias_entities` (`preprocessing.aliases`)."""
+    provenance = alias_provenance(cfg, run_dir, pairs)
+    if all(is_complete(run_dir, d, provenance.fingerprint) for d in (KG_ALIAS_ENTITIES, KG_ALIASES)):
+        return read_manifest(run_dir, KG_ALIASES)
+    conn = _alignment_tables(run_dir, cfg.duckdb_memory_limit)  # its own: closed once the rows are read
+    try:
+        rows = _kg_alias_rows(conn, run_dir) if pairs is None else _pair_rows(conn, pairs)
+        n_targets = read_manifest(run_dir, LINK_TARGETS)["rows"]
+        return aliases.write(run_dir, rows, n_targets, cfg.tagme, provenance, cfg.duckdb_memory_limit)
+    finally:
+        conn.close()
 
 
 def pages_parts(run_dir: Path) -> list[Path]:
@@ -83,12 +127,15 @@ def pages_parts(run_dir: Path) -> list[Path]:
 
 
 def prepare(cfg: LinkConfig, run_dir: Path, progress: bool = True) -> Provenance:
-    """Build the dictionary if the local linker needs it, mark `mentions` incomplete; the provenance.
-    Damaged pages or redirects fail here, naming the parts, rather than in a worker."""
+    """Build the dictionary (and key the KG aliases) if the local linker needs them, mark `mentions`
+    incomplete; the provenance. Damaged pages or redirects fail here, naming the parts, rather than in
+    a worker."""
     for dataset in (PAGES, REDIRECTS):
         require_intact(run_dir, dataset, "ingest")
     if cfg.linker == "local":
         build_dictionary(cfg.tagme, run_dir, cfg.workers, cfg.duckdb_memory_limit, progress)
+        if cfg.tagme.kg_aliases:
+            build_kg_aliases(cfg, run_dir)
     provenance = link_provenance(cfg, run_dir)
     if not is_complete(run_dir, MENTIONS, provenance.fingerprint):
         ShardWriter(run_dir, MENTIONS, provenance).open()
@@ -227,10 +274,9 @@ def _gold_rows(row: int, text: str, links: list[dict], stats: Counter) -> list[t
     ]
 
 
-def _local_annotator(cfg: LinkConfig, run_dir: Path, gold_targets: set[str], aliases: list | None = None):
-    """Per page: TAGME, discourse and KG-alias mentions as raw rows. `aliases`: (alias, target title)
-    pairs to use instead of the KG's (the benchmark's stand-in KG)."""
-    dictionary, relatedness, extra = _model(cfg, run_dir, aliases)
+def _local_annotator(cfg: LinkConfig, run_dir: Path, gold_targets: set[str]):
+    """Per page: TAGME, discourse and KG-alias mentions as raw rows."""
+    dictionary, relatedness, extra = _model(cfg, run_dir)
     entity_of = _entity_ids(run_dir, cfg, gold_targets)
     n_targets = len(relatedness.sizes) - len(extra)
 
@@ -256,86 +302,53 @@ def _local_annotator(cfg: LinkConfig, run_dir: Path, gold_targets: set[str], ali
     return annotate
 
 
-def _model(cfg: LinkConfig, run_dir: Path, aliases: list | None):
+def _model(cfg: LinkConfig, run_dir: Path):
     """(dictionary, relatedness, extra entities) of the local linker, KG aliases added when on."""
     fingerprint = read_manifest(run_dir, ANCHORS)["fingerprint"]
     if not cfg.tagme.kg_aliases:
         return (*_local_model(run_dir, fingerprint), [])
-    if aliases is not None:
-        return _with_aliases(
-            *_local_model(run_dir, fingerprint), _pair_rows(run_dir, cfg, aliases), cfg.tagme
-        )
-    return _kg_model(run_dir, fingerprint, _input_stamp(run_dir), cfg.model_dump_json())
+    aliases_fingerprint = read_manifest(run_dir, KG_ALIASES)["fingerprint"]
+    return _kg_model(run_dir, fingerprint, aliases_fingerprint, cfg.model_dump_json())
 
 
 @lru_cache(maxsize=1)
-def _kg_model(run_dir: Path, fingerprint: str, stamp: tuple, cfg_json: str):
+def _kg_model(run_dir: Path, fingerprint: str, aliases_fingerprint: str, cfg_json: str):
     """Loaded once per worker process (the fingerprints key reload it after a rebuild)."""
-    cfg = LinkConfig.model_validate_json(cfg_json)
-    return kg_aliased_model(run_dir, _kg_alias_rows(run_dir, cfg), cfg.tagme)
+    return kg_aliased_model(run_dir, LinkConfig.model_validate_json(cfg_json).tagme)
 
 
-def kg_aliased_model(run_dir: Path, alias_rows: Iterable[tuple], cfg: TagmeConfig):
-    """(dictionary, relatedness, extra entities) with the KG aliases `alias_rows` (read once, after
-    the load: `_kg_alias_rows` opens the alignment tables on its first row). The plain dictionary is
-    loaded for this alone and extended in place, so that a worker holds one dictionary, not the plain
-    one (`_local_model`'s) beside its extended copy."""
-    dictionary, relatedness = load_dictionary(run_dir)
-    return _with_aliases(dictionary, relatedness, alias_rows, cfg, take_index=True)
+def kg_aliased_model(run_dir: Path, cfg: TagmeConfig):
+    """(dictionary, relatedness, extra entities) with the run's keyed KG aliases. The plain dictionary
+    is loaded for this alone and extended in place, so that a worker holds one dictionary, not the
+    plain one (`_local_model`'s) beside its extended copy."""
+    return aliases.load(run_dir, *load_dictionary(run_dir), cfg)
 
 
-def _with_aliases(dictionary, relatedness, rows: Iterable[tuple], cfg: TagmeConfig, take_index=False):
-    """Alias rows (alias, target, entity_id or None, page_id, qid) into the dictionary; entities
-    without an id get ids after the link targets' (`extra`: their target, page id and QID)."""
-    n_targets, extra_ids, extra = len(relatedness.sizes), {}, []
-
-    def pairs():
-        for alias, target, entity_id, page_id, qid in rows:
-            if entity_id is None:
-                if target not in extra_ids:
-                    extra_ids[target] = n_targets + len(extra)
-                    extra.append((target, page_id, qid))
-                entity_id = extra_ids[target]
-            yield alias, entity_id
-
-    groups = aliases.alias_groups(pairs(), cfg)  # fills `extra` as it reads the rows
-    extended = aliases.extend(dictionary, groups, cfg, take_index)
-    return extended, aliases.with_entities(relatedness, n_targets + len(extra)), extra
-
-
-def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> Iterator[tuple]:
-    """KG aliases of the entities that have a page in the run, streamed in batches (Wikidata5M has
-    about 11M: as one list of Python rows they would be a few GiB of a worker's peak). The stream holds
-    a cursor of the cached alignment connection for the whole extension: nothing may close that
-    connection meanwhile (a worker builds its model in one thread before it links)."""
+def _kg_alias_rows(conn, run_dir: Path) -> Iterator[tuple]:
+    """KG aliases (alias, target, entity_id or None, page_id, qid) of the entities that have a page in
+    the run, from the alignment tables `conn`, streamed in batches (Wikidata5M has about 11M: as one
+    list of Python rows they would be a few GiB)."""
     if not is_complete(run_dir, KG_ENTITIES):
         return
-    conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
-    entities = dataset_files(run_dir, KG_ENTITIES)
-    try:
-        result = conn.execute(
-            f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
-            FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({entities})) k
-            JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
-        )
-        while batch := result.fetchmany(100_000):
-            yield from batch
-    finally:
-        conn.close()
+    result = conn.execute(
+        f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
+        FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({dataset_files(run_dir, KG_ENTITIES)})) k
+        JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
+    )
+    while batch := result.fetchmany(100_000):
+        yield from batch
 
 
-def _pair_rows(run_dir: Path, cfg: LinkConfig, pairs: list[tuple[str, str]]) -> list[tuple]:
-    conn = _alignment_db(run_dir, cfg.duckdb_memory_limit, _input_stamp(run_dir)).cursor()
+def _pair_rows(conn, pairs: list[tuple[str, str]]) -> list[tuple]:
+    """Alias rows of (alias, target title) pairs, aligned like the KG's."""
     alias, target = zip(*pairs, strict=True) if pairs else ((), ())
     conn.register(
         "pairs", pa.table({"alias": pa.array(alias, pa.string()), "target": pa.array(target, pa.string())})
     )
-    rows = conn.sql(
+    return conn.sql(
         """SELECT a.alias, a.target, e.entity_id, p.page_id, p.qid FROM pairs a
         LEFT JOIN titles p ON p.title = a.target LEFT JOIN entity e ON e.target = a.target ORDER BY ALL"""
     ).fetchall()
-    conn.close()
-    return rows
 
 
 def _entity_ids(run_dir: Path, cfg: LinkConfig, targets: set[str]) -> dict[str, int]:
@@ -418,9 +431,7 @@ close_before_fork(_close_alignment)
 
 
 def _alignment_tables(run_dir: Path, memory_limit: str):
-    import duckdb
-
-    conn = duckdb.connect(config={"memory_limit": memory_limit})
+    conn = scratch(memory_limit)
     conn.execute(
         "CREATE TABLE titles AS SELECT page_id, title, qid "
         f"FROM read_parquet({dataset_files(run_dir, PAGES)})"

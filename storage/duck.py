@@ -43,6 +43,15 @@ def sql_files(paths: list[Path] | Path | str) -> str:
     return "[" + ", ".join(sql_str(p) for p in paths) + "]"
 
 
+def scratch(memory_limit: str, temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for a stage's own SQL: under `memory_limit`, spilling to `temp_dir` (DuckDB's
+    default, beside the process's working directory, without one)."""
+    config = {"memory_limit": memory_limit}
+    if temp_dir is not None:
+        config["temp_directory"] = str(temp_dir)
+    return duckdb.connect(config=config)
+
+
 def dataset_files(run_dir: Path, dataset) -> str:
     """The parts a complete dataset's manifest lists, for `read_parquet(...)`."""
     return sql_files(part_paths(run_dir, dataset))

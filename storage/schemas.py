@@ -225,6 +225,36 @@ LINK_TARGETS = DatasetSchema(
     " dense entity_id, and the articles linking to it (sorted page ids), for Milne-Witten relatedness.",
 )
 
+KG_ALIASES = DatasetSchema(
+    "kg_aliases",
+    1,
+    pa.schema(
+        [
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("entity_ids", pa.list_(pa.int32()), nullable=False),
+        ]
+    ),
+    "The KG's labels and aliases as TAGME dictionary keys (`anchor_key`; only keys TAGME could spot),"
+    " each with the entities it names in first-seen order: link_targets' entity_id, or an id after"
+    " theirs for an entity no link targets (kg_alias_entities). Built once by link's prepare for all"
+    " of its workers.",
+)
+
+KG_ALIAS_ENTITIES = DatasetSchema(
+    "kg_alias_entities",
+    1,
+    pa.schema(
+        [
+            pa.field("entity_id", pa.int32(), nullable=False),
+            pa.field("target", pa.string(), nullable=False),
+            pa.field("page_id", pa.int64()),
+            pa.field("qid", pa.string()),
+        ]
+    ),
+    "Entities that only KG aliases name (no link of the dump targets them): their entity_id after"
+    " link_targets' ids, page title, page id and QID.",
+)
+
 ENTITY_STATS = DatasetSchema(
     "entity_stats",
     1,
@@ -298,6 +328,8 @@ DATASETS: dict[str, DatasetSchema] = {
         MENTIONS,
         ANCHORS,
         LINK_TARGETS,
+        KG_ALIASES,
+        KG_ALIAS_ENTITIES,
         KG_ENTITIES,
         KG_RELATIONS,
         KG_TRIPLES,

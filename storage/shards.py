@@ -270,6 +270,28 @@ def write_table(
     return writer.finalize([writer.write_part(0, [table])], stats=stats, extra=extra)
 
 
+def write_batches(
+    run_dir: Path,
+    dataset: DatasetSchema,
+    provenance: Provenance,
+    batches: Iterable[pa.RecordBatch],
+    stats: Mapping[str, object] | None = None,
+    rows_per_part: int = 1_000_000,
+) -> dict:
+    """A dataset from a stream of record batches (a DuckDB query's reader), cut into parts of at least
+    `rows_per_part` rows (one part, maybe empty, for an empty stream); returns the manifest."""
+    writer = ShardWriter(run_dir, dataset, provenance).open()
+    parts, pending = [], []
+    for batch in batches:
+        pending.append(batch)
+        if sum(b.num_rows for b in pending) >= rows_per_part:
+            parts.append(writer.write_part(len(parts), pending))
+            pending = []
+    if pending or not parts:
+        parts.append(writer.write_part(len(parts), pending))
+    return writer.finalize(parts, stats=stats)
+
+
 def _info_metadata(info: PartInfo) -> dict[str, str]:
     return {
         _FINGERPRINT_KEY: info.fingerprint,

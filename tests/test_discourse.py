@@ -3,11 +3,14 @@
 import math
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from preprocessing import aliases, discourse, tagme
-from preprocessing import link as link_module
 from preprocessing.tagme import Candidates, Dictionary, Relatedness, TagmeConfig
+from storage import layout
+from storage.schemas import KG_ALIAS_ENTITIES, KG_ALIASES
+from storage.shards import IncompleteDatasetError, Provenance, is_complete, part_paths
 
 # entities: 0 Abraham Lincoln, 1 Lincoln, Nebraska, 2 Illinois, 3 Mercury (planet), 4 Mercury
 # (element), 5 Jaguar, 6 Brazil, 7 George H. W. Bush, 8 George W. Bush, 9 Jaguar (band)
@@ -143,13 +146,126 @@ def test_forms_drop_ambiguous_short_forms_and_common_nouns():
     assert discourse.short_forms("Mercury (planet)") == ["Mercury (planet)", "Mercury"]
 
 
+# alias rows as link's KG query gives them: (alias, target, entity_id or None, page_id, qid); "El
+# Tigre" and "Otro" name entities that no link targets, "X" (one character) no spot
+ALIAS_ROWS = [
+    ("Panthera onca", "Jaguar", 5, 105, "Q35694"),
+    ("jaguar", "Jaguar (band)", 9, 109, "Q1"),
+    ("El Tigre", "El Tigre (film)", None, 900, "Q9"),
+    ("Jaguar", "Jaguar", 5, 105, "Q35694"),
+    ("X", "X (film)", None, 902, "Q11"),
+    ("Panthera  onca", "Jaguar (band)", 9, 109, "Q1"),
+    ("Otro", "Otro (film)", None, 901, "Q10"),
+    ("el tigre", "El Tigre (film)", None, 900, "Q9"),
+    ("jaguar", "Jaguar", 5, 105, "Q35694"),
+]
+# keys and their entities in first-seen order; new entities numbered after the 10 link targets
+KEYED = [("panthera onca", [5, 9]), ("jaguar", [9, 5]), ("el tigre", [10]), ("otro", [11])]
+
+
+PROVENANCE = Provenance("test", (), "test")
+
+
+def _write_aliases(run_dir, rows=ALIAS_ROWS, cfg=TagmeConfig()) -> dict:
+    return aliases.write(run_dir, iter(rows), len(TITLES), cfg, PROVENANCE, "1GB")
+
+
+@pytest.mark.parametrize("batch", [2, 100_000])
+def test_aliases_are_keyed_once_in_first_seen_order(tmp_path, monkeypatch, batch):
+    monkeypatch.setattr(aliases, "_BATCH", batch)  # 2: staged, grouped and read back across batches
+    manifest = _write_aliases(tmp_path)
+    assert aliases.as_pairs(aliases.stored_groups(tmp_path)) == KEYED
+    entities = [r for p in part_paths(tmp_path, KG_ALIAS_ENTITIES) for r in pq.read_table(p).to_pylist()]
+    assert entities == [  # "X (film)" has no spottable alias: no id
+        {"entity_id": 10, "target": "El Tigre (film)", "page_id": 900, "qid": "Q9"},
+        {"entity_id": 11, "target": "Otro (film)", "page_id": 901, "qid": "Q10"},
+    ]
+    assert manifest["rows"] == len(KEYED) and is_complete(tmp_path, KG_ALIASES, PROVENANCE.fingerprint)
+    assert manifest["stats"]["kg_aliases_read"] == len(ALIAS_ROWS)
+    assert manifest["stats"]["kg_aliases_unspottable"] == 1
+    assert not layout.staging_dir(tmp_path, "kg_aliases").exists()
+
+
+def test_a_worker_extends_its_dictionary_from_the_keyed_aliases_without_keying_them(tmp_path, monkeypatch):
+    cfg = TagmeConfig()
+    _write_aliases(tmp_path)
+
+    def no_keying(text):
+        raise AssertionError(f"a worker keyed {text!r}: the aliases are keyed once, by link's prepare")
+
+    monkeypatch.setattr(tagme, "anchor_key", no_keying)
+    dictionary, relatedness, extra = aliases.load(tmp_path, _dictionary(), _relatedness(), cfg)
+    in_memory = aliases.extend(_dictionary(), [aliases.as_batch(KEYED)], cfg)
+    assert dictionary.index == in_memory.index
+    for name in ("link_prob", "offsets", "entities", "commonness", "from_alias"):
+        assert np.array_equal(getattr(dictionary, name), getattr(in_memory, name))
+    assert extra == [("El Tigre (film)", 900, "Q9"), ("Otro (film)", 901, "Q10")]
+    assert relatedness.matrix.shape[0] == len(TITLES) + 2
+    assert dictionary.candidates(dictionary.row("el tigre")).entities.tolist() == [10]
+
+
+def test_aliases_keyed_for_another_dictionary_are_refused(tmp_path):
+    _write_aliases(tmp_path)
+    fewer = Relatedness([np.array(INLINKS[e], np.int64) for e in range(9)], W)  # 9 link targets, not 10
+    with pytest.raises(IncompleteDatasetError, match="another dictionary.*trelm link"):
+        aliases.load(tmp_path, _dictionary(), fewer, TagmeConfig())
+
+
+def _reference_extension(dictionary: Dictionary, groups, prior: float) -> dict[str, list[tuple]]:
+    """What the extension must give, one key at a time: an anchor's own candidates, then the alias
+    entities it lacks at `prior`; a key that is no anchor, its entities sharing 1 equally."""
+    out = {}
+    for key, ids in groups:
+        row = dictionary.row(key)
+        if row is None:
+            out[key] = [(e, 1.0 / len(ids)) for e in ids]
+            continue
+        own = dictionary.candidates(row)
+        known = set(own.entities.tolist())
+        out[key] = _pairs_of(own) + [(e, prior) for e in ids if e not in known]
+    return out
+
+
+def _pairs_of(candidates: Candidates) -> list[tuple]:
+    return list(zip(candidates.entities.tolist(), candidates.commonness.tolist(), strict=True))
+
+
+def test_the_extension_matches_a_key_by_key_reference_on_random_batches():
+    rng = np.random.default_rng(7)
+    cfg = TagmeConfig()
+    words = [f"w{i}" for i in range(40)]
+
+    def phrase():
+        return " ".join(rng.choice(words, rng.integers(1, 3)))
+
+    def entities(n):
+        return rng.choice(n, rng.integers(1, 6), replace=False)
+
+    base = {}
+    for _ in range(60):
+        ids = entities(30)
+        base[phrase()] = Candidates(0.5, ids, np.full(len(ids), 1 / len(ids), np.float32))
+    # alias keys: anchors, prefixes of anchors and new phrases, each with distinct entities
+    groups = [(k, entities(40).tolist()) for k in dict.fromkeys(phrase() for _ in range(150))]
+    batches = [aliases.as_batch(groups[i : i + 7]) for i in range(0, len(groups), 7)]
+    extended = aliases.extend(Dictionary.from_candidates(base), batches, cfg)
+    want = _reference_extension(Dictionary.from_candidates(base), groups, cfg.kg_alias_prior)
+    assert any(k in base for k in want) and any(k not in base for k in want)
+    for key, candidates in want.items():
+        got = extended.candidates(extended.row(key))
+        assert got.entities.tolist() == [e for e, _ in candidates], key
+        assert got.commonness.tolist() == pytest.approx([c for _, c in candidates]), key
+    untouched = [k for k in base if k not in want]
+    assert untouched
+    for key in untouched:
+        assert _pairs_of(extended.candidates(extended.row(key))) == _pairs_of(base[key])
+
+
 def test_kg_aliases_extend_candidates_below_anchors_and_add_spots():
     cfg = TagmeConfig()
     base = _dictionary()
-    groups = aliases.alias_groups([("Panthera onca", 5), ("jaguar", 9), ("jaguar", 5), ("J", 5)], cfg)
-    # "J": one character, no spot; the ids are an ordered set (a dict) in first-seen order
-    assert {k: list(v) for k, v in groups.items()} == {"panthera onca": [5], "jaguar": [9, 5]}
-    extended = aliases.extend(base, groups, cfg)
+    groups = [("panthera onca", [5]), ("jaguar", [9, 5])]
+    extended = aliases.extend(base, [aliases.as_batch(groups)], cfg)
     jaguar = extended.candidates(extended.row("jaguar"))
     assert jaguar.entities.tolist() == [5, 9]  # the anchor's own first; no duplicate
     assert jaguar.commonness.tolist() == pytest.approx([1.0, cfg.kg_alias_prior])
@@ -162,10 +278,10 @@ def test_kg_aliases_extend_candidates_below_anchors_and_add_spots():
 
 def test_extending_in_place_gives_the_copy_and_spends_the_base():
     cfg = TagmeConfig()
-    groups = {"panthera onca": [5], "jaguar": [9, 5], "lincoln nebraska": [0]}
-    copied = aliases.extend(_dictionary(), groups, cfg)
+    groups = [("panthera onca", [5]), ("jaguar", [9, 5]), ("lincoln nebraska", [0])]
+    copied = aliases.extend(_dictionary(), [aliases.as_batch(groups)], cfg)
     base = _dictionary()
-    in_place = aliases.extend(base, groups, cfg, take_index=True)
+    in_place = aliases.extend(base, [aliases.as_batch(groups)], cfg, take_index=True)
     assert in_place.index == copied.index  # every key, alias rows and new prefixes included
     for name in ("link_prob", "offsets", "entities", "commonness", "from_alias"):
         assert np.array_equal(getattr(in_place, name), getattr(copied, name))
@@ -184,19 +300,9 @@ def test_entities_without_in_links_extend_the_matrix_without_copying_it():
     assert not wider.pairwise(np.array([5, len(TITLES)]))[0, 1]  # no in-links: unrelated
 
 
-def test_alias_rows_are_read_once_as_a_stream():
-    rows = [("Panthera onca", "Jaguar", 5, 105, "Q35694"), ("El Tigre", "El Tigre (film)", None, 900, "Q9")]
-    from_list = link_module._with_aliases(_dictionary(), _relatedness(), rows, TagmeConfig())
-    streamed = link_module._with_aliases(_dictionary(), _relatedness(), iter(rows), TagmeConfig())
-    assert streamed[0].index == from_list[0].index and streamed[2] == from_list[2] == [
-        ("El Tigre (film)", 900, "Q9")
-    ]
-    assert streamed[0].row("el tigre") is not None and streamed[1].matrix.shape[0] == len(TITLES) + 1
-
-
 def test_an_alias_spot_links_where_capitalized_and_coherent():
     cfg = TagmeConfig(discourse=False)
-    dictionary = aliases.extend(_dictionary(), {"panthera onca": [5]}, cfg)
+    dictionary = aliases.extend(_dictionary(), [aliases.as_batch([("panthera onca", [5])])], cfg)
     text = "In Brazil lives Panthera onca, and panthera onca in lower case is no name."
     found = _annotate(text, [], cfg, dictionary=dictionary, use_forms=False)
     assert ("Panthera onca", "Jaguar", "kg-alias") in found

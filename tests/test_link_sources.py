@@ -1,17 +1,20 @@
 """The link stage's new sources on a hand-made dump: `discourse` and `kg-alias` mentions, aligned."""
 
 import gzip
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
 from dumps import page, write_multistream, write_page_props
 
+from preprocessing import aliases
+from preprocessing import link as link_module
 from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
 from preprocessing.kg import KGConfig, load_kg
 from preprocessing.link import LinkConfig, link
 from preprocessing.tagme import TagmeConfig
-from storage.schemas import MENTIONS, PAGES
-from storage.shards import part_paths
+from storage.schemas import KG_ALIASES, LINK_TARGETS, MENTIONS, PAGES
+from storage.shards import MANIFEST, IncompleteDatasetError, is_complete, part_paths, read_manifest
 
 # "Amazon" links the company three times, the rainforest once (on page 3, which later says "the
 # Amazon" again, in a paragraph of its own); the KG knows the jaguar as "Panthera onca" too
@@ -100,3 +103,38 @@ def test_a_kg_alias_is_spotted_and_aligned(run_dir):
     assert onca["kg_id"] == 0 and stats["mentions_kg_alias"] == 1
     off, _ = _found(run_dir, CFG.model_copy(update={"kg_aliases": False}))
     assert not any(m["surface"] == "Panthera onca" for m in off)
+
+
+def test_the_kg_aliases_are_keyed_once_a_run_and_rekeyed_when_their_inputs_change(run_dir):
+    _found(run_dir, CFG)
+    cfg = LinkConfig(workers=1, tagme=CFG)
+    keyed = read_manifest(run_dir, KG_ALIASES)
+    assert keyed["fingerprint"] == link_module.alias_provenance(cfg, run_dir).fingerprint
+    # the key names the link target's entity id (the dictionary's)
+    assert _keyed(run_dir)["panthera onca"] == [_entity_id(run_dir, "Jaguar")]
+    assert ("kg_aliases", keyed["fingerprint"]) in link_module.link_provenance(cfg, run_dir).inputs
+    # one token at most: "Panthera onca" is no spot; the keys, and so the mentions, are stale
+    short = LinkConfig(workers=1, tagme=CFG.model_copy(update={"max_anchor_tokens": 1}))
+    stale = link_module.link_provenance(short, run_dir).fingerprint
+    assert stale != link_module.link_provenance(cfg, run_dir).fingerprint
+    link_module.build_kg_aliases(short, run_dir)
+    assert "panthera onca" not in _keyed(run_dir)
+    assert not is_complete(run_dir, KG_ALIASES, keyed["fingerprint"])
+
+
+def test_a_worker_without_keyed_aliases_says_which_stage_makes_them(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / KG_ALIASES.folder / MANIFEST).unlink()
+    with pytest.raises(IncompleteDatasetError, match="kg_aliases"):
+        link_module._local_annotator(LinkConfig(workers=1, tagme=CFG), copy, set())
+
+
+def _entity_id(run_dir, target: str) -> int:
+    rows = [r for p in part_paths(run_dir, LINK_TARGETS) for r in pq.read_table(p).to_pylist()]
+    return next(r["entity_id"] for r in rows if r["target"] == target)
+
+
+
+def _keyed(run_dir) -> dict[str, list[int]]:
+    return dict(aliases.as_pairs(aliases.stored_groups(run_dir)))
