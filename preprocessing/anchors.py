@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -283,11 +284,21 @@ def load_dictionary(run_dir: Path) -> tuple[tagme.Dictionary, tagme.Relatedness]
 
 
 def _relatedness(run_dir: Path) -> tagme.Relatedness:
-    flats, lengths = [], []
-    for path in part_paths(run_dir, LINK_TARGETS):
-        lists = pq.read_table(path, columns=["sources"]).column("sources").combine_chunks()
-        flats.append(lists.flatten().to_numpy())
-        lengths.append(np.diff(lists.offsets.to_numpy()))
-    flat = np.concatenate(flats) if flats else np.zeros(0, np.int64)
-    sizes = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    """The in-link sets joined into one array that the matrix takes over (see `_in_links`); the parts
+    are let go before the matrix is built."""
+    parts = [_in_links(path) for path in part_paths(run_dir, LINK_TARGETS)]
+    flat = np.concatenate([f for f, _ in parts]) if parts else np.zeros(0, np.int32)
+    sizes = np.concatenate([n for _, n in parts]) if parts else np.zeros(0, np.int64)
+    del parts
+    pa.default_memory_pool().release_unused()
     return tagme.Relatedness.from_flat(flat, sizes, read_manifest(run_dir, PAGES)["rows"])
+
+
+def _in_links(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One part's sources back to back and their counts; the sources as int32 page ids where they fit
+    (enwiki's are below 2**31), so that the matrix can take them over as its column indices."""
+    lists = pq.read_table(path, columns=["sources"]).column("sources").combine_chunks()
+    sources = lists.flatten()
+    if len(sources) == 0 or pc.max(sources).as_py() < 2**31:
+        sources = sources.cast(pa.int32())
+    return sources.to_numpy(), np.diff(lists.offsets.to_numpy())

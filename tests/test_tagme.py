@@ -37,6 +37,23 @@ def test_relatedness_from_flat_sources_at_enwiki_page_ids():
     assert (flat.matrix != _relatedness().matrix).nnz == 0
 
 
+def test_int32_sources_become_the_matrix_indices_in_place(monkeypatch):
+    """int32 page ids (how a run's link targets load) are mapped to columns in place, a chunk at a time,
+    into the same matrix as the int64 build; int64 ones are left as they were."""
+    monkeypatch.setattr(tagme, "_TAKE_CHUNK", 3)  # several chunks, the last one short
+    shift = 70_000_000
+    lists = [np.array(INLINKS[e], np.int64) + shift for e in sorted(INLINKS)]
+    lengths = np.array([len(x) for x in lists])
+    wide = np.concatenate(lists)
+    narrow = wide.astype(np.int32)
+    taken = Relatedness.from_flat(narrow, lengths, W)
+    assert np.shares_memory(taken.matrix.indices, narrow)  # no second array of the in-links
+    assert (taken.matrix != _relatedness().matrix).nnz == 0
+    assert taken.pairwise(np.array([1, 3]))[0, 1] == pytest.approx(REL_1_3, abs=1e-6)
+    Relatedness.from_flat(wide, lengths, W)
+    assert wide.min() >= shift  # an int64 input is copied, not overwritten
+
+
 def test_relatedness_refuses_negative_sources():
     with pytest.raises(ValueError, match="page ids"):
         Relatedness.from_flat(np.array([3, -1]), np.array([2]), W)
