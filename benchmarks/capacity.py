@@ -531,8 +531,13 @@ def measure_worker(store: Store, dict_run: Path, title_run: Path, key: str) -> N
     store.get(key, child("worker", dict_run, title_run))
     from enwiki_shapes import kg_alias_rows
 
+    from storage.schemas import KG_ALIASES
+    from storage.shards import is_complete
+
     folder = dict_run.parent / "kg-alias-rows"  # beside the dictionary its entity ids index
     store.rows["kg-alias-input"] = kg_alias_rows(folder, dict_run, WIKIDATA5M_ENTITIES)
+    if not is_complete(dict_run, KG_ALIASES):  # a dictionary generated again: key its aliases again
+        store.rows.pop("aliases-build", None)
     store.get("aliases-build", child("aliases-build", dict_run, title_run, folder / "rows.parquet"))
     store.get(f"{key}-aliases", child("worker-aliases", dict_run, title_run))
 

@@ -44,6 +44,7 @@ from storage.schemas import (
     REDIRECTS,
 )
 from storage.shards import (
+    IncompleteDatasetError,
     PartInfo,
     Provenance,
     ShardWriter,
@@ -81,9 +82,7 @@ def link_provenance(cfg: LinkConfig, run_dir: Path) -> Provenance:
     inputs = [("pages", read_manifest(run_dir, PAGES)["fingerprint"])]
     if cfg.linker == "local":
         inputs.append(("anchors", dictionary_provenance(cfg.tagme, run_dir).fingerprint))
-    inputs.append(("kg_entities", _kg_fingerprint(run_dir)))
-    if cfg.linker == "local" and cfg.tagme.kg_aliases:
-        inputs.append(("kg_aliases", alias_provenance(cfg, run_dir).fingerprint))
+    inputs.append(("kg_entities", _kg_fingerprint(run_dir)))  # with the anchors, all kg_aliases is made of
     remote = cfg.remote.model_dump(include={"api_url", "lang", "min_rho", "max_chars"})
     config = {"linker": cfg.linker, "tagme": cfg.tagme.model_dump(), "remote": remote}
     return Provenance(stable_hash(config), tuple(inputs), module_code_version(__name__))
@@ -109,19 +108,22 @@ def _kg_fingerprint(run_dir: Path) -> str:
 
 def build_kg_aliases(cfg: LinkConfig, run_dir: Path, pairs: list[tuple[str, str]] | None = None) -> dict:
     """Key the KG's aliases of the entities that have a page in the run (or the stand-in `pairs`) once
-    for every link worker: `kg_aliases` and `kg_alias_entities` (`preprocessing.aliases`)."""
+    for every link worker: `kg_aliases` and `kg_alias_entities` (`preprocessing.aliases`), for the
+    dictionary `build_dictionary` made with the same settings."""
     provenance = alias_provenance(cfg, run_dir, pairs)
     if all(is_complete(run_dir, d, provenance.fingerprint) for d in (KG_ALIAS_ENTITIES, KG_ALIASES)):
         return read_manifest(run_dir, KG_ALIASES)
-    conn = _alignment_tables(run_dir, cfg.duckdb_memory_limit)  # its own: closed once the rows are read
-    try:
-        rows = _kg_alias_rows(conn, run_dir) if pairs is None else _pair_rows(conn, pairs)
-        n_targets = read_manifest(run_dir, LINK_TARGETS)["rows"]
-        return aliases.write(run_dir, rows, n_targets, cfg.tagme, provenance, cfg.duckdb_memory_limit)
-    finally:
-        conn.close()
-
-
+    if not is_complete(run_dir, LINK_TARGETS, dict(provenance.inputs)["anchors"]):
+        raise IncompleteDatasetError(
+            f"the anchor dictionary in {run_dir} is missing or was built with other settings than "
+            "the KG aliases are to be keyed for",
+            fix="run `trelm link`: it builds the dictionary, then keys the aliases",
+        )
+    n_targets = read_manifest(run_dir, LINK_TARGETS)["rows"]
+    rows = _pair_rows(run_dir, cfg, pairs) if pairs is not None else _kg_alias_rows(run_dir, cfg)
+    manifest = aliases.write(run_dir, rows, n_targets, cfg.tagme, provenance, cfg.duckdb_memory_limit)
+    tagme.anchor_key.cache_clear()  # else the forked workers inherit 1M cached keys they never look up
+    return manifest
 def pages_parts(run_dir: Path) -> list[Path]:
     return part_paths(run_dir, PAGES)
 
@@ -307,8 +309,19 @@ def _model(cfg: LinkConfig, run_dir: Path):
     fingerprint = read_manifest(run_dir, ANCHORS)["fingerprint"]
     if not cfg.tagme.kg_aliases:
         return (*_local_model(run_dir, fingerprint), [])
-    aliases_fingerprint = read_manifest(run_dir, KG_ALIASES)["fingerprint"]
-    return _kg_model(run_dir, fingerprint, aliases_fingerprint, cfg.model_dump_json())
+    return _kg_model(run_dir, fingerprint, _keyed_aliases(run_dir, fingerprint), cfg.model_dump_json())
+
+
+def _keyed_aliases(run_dir: Path, anchors_fingerprint: str) -> str:
+    """The fingerprint of the run's keyed KG aliases, checked to be keyed for its dictionary."""
+    fix = "run `trelm link`: its prepare keys the KG aliases for the run's dictionary"
+    if not all(is_complete(run_dir, d) for d in (KG_ALIASES, KG_ALIAS_ENTITIES)):
+        raise IncompleteDatasetError(f"the keyed KG aliases are not complete in {run_dir}", fix=fix)
+    keyed, entities = read_manifest(run_dir, KG_ALIASES), read_manifest(run_dir, KG_ALIAS_ENTITIES)
+    if keyed["inputs"]["anchors"] != anchors_fingerprint or entities["fingerprint"] != keyed["fingerprint"]:
+        message = f"the KG aliases in {run_dir} were keyed for another dictionary"
+        raise IncompleteDatasetError(message, fix=fix)
+    return keyed["fingerprint"]
 
 
 @lru_cache(maxsize=1)
@@ -324,31 +337,35 @@ def kg_aliased_model(run_dir: Path, cfg: TagmeConfig):
     return aliases.load(run_dir, *load_dictionary(run_dir), cfg)
 
 
-def _kg_alias_rows(conn, run_dir: Path) -> Iterator[tuple]:
+def _kg_alias_rows(run_dir: Path, cfg: LinkConfig) -> Iterator[tuple]:
     """KG aliases (alias, target, entity_id or None, page_id, qid) of the entities that have a page in
-    the run, from the alignment tables `conn`, streamed in batches (Wikidata5M has about 11M: as one
-    list of Python rows they would be a few GiB)."""
+    the run, streamed in batches (Wikidata5M has about 11M: as one list of Python rows they would be a
+    few GiB), from alignment tables of its own that are closed once the rows are read."""
     if not is_complete(run_dir, KG_ENTITIES):
         return
-    result = conn.execute(
-        f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
-        FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({dataset_files(run_dir, KG_ENTITIES)})) k
-        JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
-    )
-    while batch := result.fetchmany(100_000):
-        yield from batch
+    entities = dataset_files(run_dir, KG_ENTITIES)
+    with _alignment_tables(run_dir, cfg.duckdb_memory_limit) as conn:
+        result = conn.execute(
+            f"""SELECT DISTINCT k.alias, p.title, e.entity_id, p.page_id, k.qid
+            FROM (SELECT qid, unnest(aliases) AS alias FROM read_parquet({entities})) k
+            JOIN titles p USING (qid) LEFT JOIN entity e ON e.target = p.title ORDER BY ALL"""
+        )
+        while batch := result.fetchmany(100_000):
+            yield from batch
 
 
-def _pair_rows(conn, pairs: list[tuple[str, str]]) -> list[tuple]:
+def _pair_rows(run_dir: Path, cfg: LinkConfig, pairs: list[tuple[str, str]]) -> list[tuple]:
     """Alias rows of (alias, target title) pairs, aligned like the KG's."""
     alias, target = zip(*pairs, strict=True) if pairs else ((), ())
-    conn.register(
-        "pairs", pa.table({"alias": pa.array(alias, pa.string()), "target": pa.array(target, pa.string())})
-    )
-    return conn.sql(
-        """SELECT a.alias, a.target, e.entity_id, p.page_id, p.qid FROM pairs a
-        LEFT JOIN titles p ON p.title = a.target LEFT JOIN entity e ON e.target = a.target ORDER BY ALL"""
-    ).fetchall()
+    with _alignment_tables(run_dir, cfg.duckdb_memory_limit) as conn:
+        conn.register(
+            "pairs",
+            pa.table({"alias": pa.array(alias, pa.string()), "target": pa.array(target, pa.string())}),
+        )
+        return conn.sql(
+            """SELECT a.alias, a.target, e.entity_id, p.page_id, p.qid FROM pairs a
+            LEFT JOIN titles p ON p.title = a.target LEFT JOIN entity e ON e.target = a.target ORDER BY ALL"""
+        ).fetchall()
 
 
 def _entity_ids(run_dir: Path, cfg: LinkConfig, targets: set[str]) -> dict[str, int]:

@@ -279,7 +279,7 @@ def write_batches(
     rows_per_part: int = 1_000_000,
 ) -> dict:
     """A dataset from a stream of record batches (a DuckDB query's reader), cut into parts of at least
-    `rows_per_part` rows (one part, maybe empty, for an empty stream); returns the manifest."""
+    `rows_per_part` rows but the last (one part, maybe empty, for an empty stream); the manifest."""
     writer = ShardWriter(run_dir, dataset, provenance).open()
     parts, pending = [], []
     for batch in batches:

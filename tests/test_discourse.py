@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -175,6 +176,9 @@ def test_aliases_are_keyed_once_in_first_seen_order(tmp_path, monkeypatch, batch
     monkeypatch.setattr(aliases, "_BATCH", batch)  # 2: staged, grouped and read back across batches
     manifest = _write_aliases(tmp_path)
     assert aliases.as_pairs(aliases.stored_groups(tmp_path)) == KEYED
+    table = pa.concat_tables(pq.read_table(p) for p in part_paths(tmp_path, KG_ALIASES))
+    sliced = table.combine_chunks().to_batches()[0].slice(1, 2)  # its lists' offsets start past 0
+    assert aliases.as_pairs([aliases.alias_batch(sliced)]) == KEYED[1:3]
     entities = [r for p in part_paths(tmp_path, KG_ALIAS_ENTITIES) for r in pq.read_table(p).to_pylist()]
     assert entities == [  # "X (film)" has no spottable alias: no id
         {"entity_id": 10, "target": "El Tigre (film)", "page_id": 900, "qid": "Q9"},
@@ -250,11 +254,17 @@ def test_the_extension_matches_a_key_by_key_reference_on_random_batches():
     batches = [aliases.as_batch(groups[i : i + 7]) for i in range(0, len(groups), 7)]
     extended = aliases.extend(Dictionary.from_candidates(base), batches, cfg)
     want = _reference_extension(Dictionary.from_candidates(base), groups, cfg.kg_alias_prior)
-    assert any(k in base for k in want) and any(k not in base for k in want)
+    prefixes = {k.rsplit(" ", 1)[0] for k in base if " " in k} - set(base)
+    assert {k in base for k in want} == {True, False} and prefixes & set(want)  # anchors, prefixes, new
     for key, candidates in want.items():
-        got = extended.candidates(extended.row(key))
+        row = extended.row(key)
+        got = extended.candidates(row)
         assert got.entities.tolist() == [e for e, _ in candidates], key
         assert got.commonness.tolist() == pytest.approx([c for _, c in candidates]), key
+        own = set(base[key].entities.tolist()) if key in base else set()
+        assert [extended.is_alias(row, e) for e, _ in candidates] == [e not in own for e, _ in candidates]
+        lp = base[key].link_prob if key in base else cfg.kg_alias_prior
+        assert extended.link_prob[row] == pytest.approx(lp), key
     untouched = [k for k in base if k not in want]
     assert untouched
     for key in untouched:

@@ -1,6 +1,7 @@
 """The link stage's new sources on a hand-made dump: `discourse` and `kg-alias` mentions, aligned."""
 
 import gzip
+import json
 import shutil
 
 import pyarrow.parquet as pq
@@ -11,9 +12,9 @@ from preprocessing import aliases
 from preprocessing import link as link_module
 from preprocessing.ingest import IngestConfig, ingest, inputs_for_file
 from preprocessing.kg import KGConfig, load_kg
-from preprocessing.link import LinkConfig, link
+from preprocessing.link import LinkConfig, link, link_provenance
 from preprocessing.tagme import TagmeConfig
-from storage.schemas import KG_ALIASES, LINK_TARGETS, MENTIONS, PAGES
+from storage.schemas import ANCHORS, KG_ALIAS_ENTITIES, KG_ALIASES, LINK_TARGETS, MENTIONS, PAGES
 from storage.shards import MANIFEST, IncompleteDatasetError, is_complete, part_paths, read_manifest
 
 # "Amazon" links the company three times, the rainforest once (on page 3, which later says "the
@@ -49,18 +50,21 @@ def run_dir(tmp_path_factory):
     write_page_props(tmp / "testwiki-20260301-page_props.sql.gz", QIDS)
     run = tmp / "run"
     ingest(IngestConfig(workers=1), inputs_for_file(dump), run, progress=False)
-    kg = tmp / "kg"
-    kg.mkdir()
+    load_kg(KGConfig(path=_write_kg(tmp / "kg", KG_LINES)), run, progress=False)
+    return run
+
+
+def _write_kg(folder, entity_lines: str):
+    folder.mkdir()
     for name, text in (
-        ("entity", KG_LINES),
+        ("entity", entity_lines),
         ("relation", "P30\tcontinent\n"),
         ("text", ""),
         ("all_triplet", "Q177567\tP30\tQ155\n"),
     ):
-        with gzip.open(kg / f"wikidata5m_{name}.txt.gz", "wt", encoding="utf-8") as f:
+        with gzip.open(folder / f"wikidata5m_{name}.txt.gz", "wt", encoding="utf-8") as f:
             f.write(text)
-    load_kg(KGConfig(path=kg), run, progress=False)
-    return run
+    return folder
 
 
 def _found(run_dir, tagme_cfg: TagmeConfig) -> tuple[list[dict], dict]:
@@ -105,35 +109,58 @@ def test_a_kg_alias_is_spotted_and_aligned(run_dir):
     assert not any(m["surface"] == "Panthera onca" for m in off)
 
 
-def test_the_kg_aliases_are_keyed_once_a_run_and_rekeyed_when_their_inputs_change(run_dir):
+def test_the_kg_aliases_are_keyed_once_a_run_for_the_runs_dictionary(run_dir):
     _found(run_dir, CFG)
     cfg = LinkConfig(workers=1, tagme=CFG)
     keyed = read_manifest(run_dir, KG_ALIASES)
     assert keyed["fingerprint"] == link_module.alias_provenance(cfg, run_dir).fingerprint
+    assert keyed["inputs"]["anchors"] == read_manifest(run_dir, ANCHORS)["fingerprint"]
     # the key names the link target's entity id (the dictionary's)
     assert _keyed(run_dir)["panthera onca"] == [_entity_id(run_dir, "Jaguar")]
-    assert ("kg_aliases", keyed["fingerprint"]) in link_module.link_provenance(cfg, run_dir).inputs
-    # one token at most: "Panthera onca" is no spot; the keys, and so the mentions, are stale
+    # settings the run's dictionary was not built with: no keys for a dictionary that is not there
     short = LinkConfig(workers=1, tagme=CFG.model_copy(update={"max_anchor_tokens": 1}))
-    stale = link_module.link_provenance(short, run_dir).fingerprint
-    assert stale != link_module.link_provenance(cfg, run_dir).fingerprint
-    link_module.build_kg_aliases(short, run_dir)
-    assert "panthera onca" not in _keyed(run_dir)
-    assert not is_complete(run_dir, KG_ALIASES, keyed["fingerprint"])
+    with pytest.raises(IncompleteDatasetError, match="other settings.*trelm link"):
+        link_module.build_kg_aliases(short, run_dir)
+    assert is_complete(run_dir, KG_ALIASES, keyed["fingerprint"])
 
 
-def test_a_worker_without_keyed_aliases_says_which_stage_makes_them(run_dir, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    (copy / KG_ALIASES.folder / MANIFEST).unlink()
-    with pytest.raises(IncompleteDatasetError, match="kg_aliases"):
-        link_module._local_annotator(LinkConfig(workers=1, tagme=CFG), copy, set())
+def test_a_new_kg_rekeys_the_aliases_and_makes_the_mentions_stale(run_dir, tmp_path):
+    _found(run_dir, CFG)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    cfg = LinkConfig(workers=1, tagme=CFG)
+    keyed, mentions = read_manifest(run, KG_ALIASES)["fingerprint"], link_provenance(cfg, run).fingerprint
+    kg = _write_kg(tmp_path / "kg", KG_LINES + "Q5083\tSeattle\tEmerald City\n")
+    load_kg(KGConfig(path=kg), run, progress=False)
+    assert link_provenance(cfg, run).fingerprint != mentions
+    link_module.build_kg_aliases(cfg, run)
+    assert read_manifest(run, KG_ALIASES)["fingerprint"] != keyed
+    # no link targets Seattle: its id follows the link targets', its page and QID beside it
+    n_targets = read_manifest(run, LINK_TARGETS)["rows"]
+    assert _keyed(run)["emerald city"] == [n_targets]
+    new = [r for p in part_paths(run, KG_ALIAS_ENTITIES) for r in pq.read_table(p).to_pylist()]
+    assert {"entity_id": n_targets, "target": "Seattle", "page_id": 5, "qid": "Q5083"} in new
+
+
+def test_a_worker_refuses_aliases_missing_or_keyed_for_another_dictionary(run_dir, tmp_path):
+    _found(run_dir, CFG)
+    cfg = LinkConfig(workers=1, tagme=CFG)
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    manifest = run / KG_ALIASES.folder / MANIFEST
+    other = json.loads(manifest.read_text())
+    other["inputs"]["anchors"] = "another dictionary"
+    manifest.write_text(json.dumps(other))
+    with pytest.raises(IncompleteDatasetError, match="another dictionary.*trelm link"):
+        link_module._local_annotator(cfg, run, set())
+    manifest.unlink()
+    with pytest.raises(IncompleteDatasetError, match="not complete.*trelm link"):
+        link_module._local_annotator(cfg, run, set())
 
 
 def _entity_id(run_dir, target: str) -> int:
     rows = [r for p in part_paths(run_dir, LINK_TARGETS) for r in pq.read_table(p).to_pylist()]
     return next(r["entity_id"] for r in rows if r["target"] == target)
-
 
 
 def _keyed(run_dir) -> dict[str, list[int]]:
