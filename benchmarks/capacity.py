@@ -410,6 +410,25 @@ def child_aliases_build(dict_run: str, title_run: str, rows_file: str) -> dict:
     return {"in_child_s": time.perf_counter() - start, "keys": manifest["rows"], "stats": manifest["stats"]}
 
 
+def child_aliases_query(run_dir: str) -> dict:
+    """The same keying with the alias query itself (`link._kg_alias_rows`: Wikidata5M's entities
+    unnested, joined to the 17M titles and the link targets, deduplicated and sorted by DuckDB under
+    `link.duckdb_memory_limit`), on `enwiki_shapes.kg_alias_run`: all of `link.build_kg_aliases` but
+    its provenance checks."""
+    from flows.config import load_config
+    from preprocessing import aliases, link
+    from storage.schemas import LINK_TARGETS
+    from storage.shards import Provenance, read_manifest
+
+    cfg, run = load_config("enwiki").link, Path(run_dir)
+    start = time.perf_counter()
+    n_targets = read_manifest(run, LINK_TARGETS)["rows"]
+    rows = link._kg_alias_rows(run, cfg)
+    provenance = Provenance("capacity", (), "capacity")
+    manifest = aliases.write(run, rows, n_targets, cfg.tagme, provenance, cfg.duckdb_memory_limit)
+    return {"in_child_s": time.perf_counter() - start, "keys": manifest["rows"], "stats": manifest["stats"]}
+
+
 def child_worker_aliases(dict_run: str, title_run: str) -> dict:
     """One link worker's models with `kg_aliases` (the default), in `link._local_annotator`'s order:
     the plain dictionary loaded and extended by the keyed aliases that `aliases-build` wrote, then the
@@ -439,6 +458,7 @@ CHILDREN = {
     "resolve": child_resolve,
     "worker": child_worker,
     "aliases-build": child_aliases_build,
+    "aliases-query": child_aliases_query,
     "worker-aliases": child_worker_aliases,
 }
 
@@ -540,6 +560,11 @@ def measure_worker(store: Store, dict_run: Path, title_run: Path, key: str) -> N
         store.rows.pop("aliases-build", None)
     store.get("aliases-build", child("aliases-build", dict_run, title_run, folder / "rows.parquet"))
     store.get(f"{key}-aliases", child("worker-aliases", dict_run, title_run))
+    from enwiki_shapes import kg_alias_run
+
+    query_run = dict_run.parent / "kg-alias-run"
+    store.rows["kg-alias-run"] = kg_alias_run(query_run, title_run, folder / "rows.parquet")
+    store.get("aliases-query", child("aliases-query", query_run))
 
 
 def measure_kg(store: Store, scales: list[float]) -> None:
@@ -751,16 +776,18 @@ def dictionary_row(rows: dict, f: dict, m, usable: float) -> dict:
 
 def aliases_rows(rows: dict) -> list[dict]:
     """Link's prepare keys the KG aliases once for every worker (measured at full size, in one
-    process: its CPU seconds, most of them the one-core keying, bound its wall time)."""
-    built = rows.get("aliases-build")
+    process: its CPU seconds, most of them the one-core keying, bound its wall time); with the alias
+    query itself where that was measured."""
+    built = rows.get("aliases-query") or rows.get("aliases-build")
     if built is None:  # measurements from before the aliases were keyed once a run
         return []
+    query = ", the alias query included" if "aliases-query" in rows else ""
     return [
         {
             "stage": "link: KG aliases, keyed once",
             "runs on": "1 process, then DuckDB",
             "work": f"{built['stats']['kg_aliases_read'] / 1e6:.1f}M aliases into "
-            f"{built['keys'] / 1e6:.1f}M keys (m)",
+            f"{built['keys'] / 1e6:.1f}M keys (m{query})",
             "one": built["cpu_s"],
             "cluster": built["cpu_s"],
             "memory": f"{gib(built['peak_rss_mib'])} peak RSS, the alignment tables open (m)",

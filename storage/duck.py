@@ -45,11 +45,14 @@ def sql_files(paths: list[Path] | Path | str) -> str:
 
 def scratch(memory_limit: str, temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB for a stage's own SQL: under `memory_limit`, spilling to `temp_dir` (DuckDB's
-    default, beside the process's working directory, without one)."""
+    default, beside the process's working directory, without one). No progress bar: DuckDB prints it on
+    stdout, beside the stage's own on stderr."""
     config = {"memory_limit": memory_limit}
     if temp_dir is not None:
         config["temp_directory"] = str(temp_dir)
-    return duckdb.connect(config=config)
+    conn = duckdb.connect(config=config)
+    conn.execute("SET enable_progress_bar = false")  # a session setting, not one of connect's
+    return conn
 
 
 def dataset_files(run_dir: Path, dataset) -> str:

@@ -94,6 +94,14 @@ def test_stable_hash_ignores_key_order():
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
 
 
+def test_a_stages_own_duckdb_keeps_its_limit_and_prints_no_progress_bar(tmp_path):
+    conn = duck.scratch("1GB", tmp_path / "spill")
+    settings = "current_setting('enable_progress_bar'), current_setting('temp_directory')"
+    progress, spill = conn.execute(f"SELECT {settings}").fetchone()
+    assert progress is False and spill == str(tmp_path / "spill")
+    assert conn.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("953.6 MiB", "1.0 GB")
+
+
 def test_duckdb_views_only_for_complete_datasets(tmp_path):
     w = ShardWriter(tmp_path, REDIRECTS, _prov()).open()
     parts = [w.write_part(0, [_redirects(2)]), w.write_part(1, [_redirects(3, 2)])]
