@@ -336,8 +336,7 @@ def kg_alias_run(out: Path, title_run: Path, rows_file: Path) -> dict:
     """A run for `link._kg_alias_rows`' own query at enwiki size: the title run's pages, redirects and
     link targets (linked, not copied) and a `kg_entities` dataset holding the entities of `rows_file`
     (`kg_alias_rows`) with their aliases in order, the first as the label; their QIDs are the pages'."""
-    import duckdb
-
+    from storage.duck import scratch, sql_files
     from storage.schemas import KG_ENTITIES
     from storage.shards import write_batches
 
@@ -349,9 +348,10 @@ def kg_alias_run(out: Path, title_run: Path, rows_file: Path) -> dict:
         SELECT (row_number() OVER (ORDER BY qid) - 1)::INTEGER AS kg_id, qid,
                list(alias ORDER BY seq)[1] AS label, list(alias ORDER BY seq) AS aliases,
                NULL::VARCHAR AS description, 0 AS degree
-        FROM (SELECT alias, qid, row_number() OVER () AS seq FROM read_parquet('{rows_file}'))
+        FROM (SELECT alias, qid, file_row_number AS seq
+              FROM read_parquet({sql_files(rows_file)}, file_row_number = true))
         GROUP BY qid ORDER BY qid"""
-    with duckdb.connect(config={"memory_limit": "8GB", "temp_directory": str(out / "duckdb-tmp")}) as conn:
+    with scratch("8GB", out / "duckdb-tmp") as conn:
         reader = conn.sql(query).to_arrow_reader(batch_size=100_000)
         manifest = write_batches(out, KG_ENTITIES, Provenance("generated", (), "enwiki_shapes"), reader)
     return {"kg_entities": manifest["rows"]}

@@ -74,7 +74,10 @@ def write(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     new_entities = _NewEntities(n_targets)
-    stats = _stage_keys(rows, new_entities, cfg, staging / "keys.parquet")
+    try:
+        stats = _stage_keys(rows, new_entities, cfg, staging / "keys.parquet")
+    finally:  # a stream of the alias query holds its DuckDB until closed, also when keying fails
+        getattr(rows, "close", lambda: None)()
     write_table(run_dir, KG_ALIAS_ENTITIES, provenance, new_entities.table())
     conn = scratch(memory_limit, staging / "duckdb-tmp")
     try:

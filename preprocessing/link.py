@@ -75,8 +75,6 @@ _RAW_MENTION = pa.schema(
 )
 
 
-
-
 def link_provenance(cfg: LinkConfig, run_dir: Path) -> Provenance:
     """Linker settings, the pages, the dictionary and the KG the mentions were made from."""
     inputs = [("pages", read_manifest(run_dir, PAGES)["fingerprint"])]
@@ -113,7 +111,11 @@ def build_kg_aliases(cfg: LinkConfig, run_dir: Path, pairs: list[tuple[str, str]
     provenance = alias_provenance(cfg, run_dir, pairs)
     if all(is_complete(run_dir, d, provenance.fingerprint) for d in (KG_ALIAS_ENTITIES, KG_ALIASES)):
         return read_manifest(run_dir, KG_ALIASES)
-    if not is_complete(run_dir, LINK_TARGETS, dict(provenance.inputs)["anchors"]):
+    # not is_complete(..., fingerprint): that takes a damaged dataset back, which is build_dictionary's
+    if (
+        not is_complete(run_dir, LINK_TARGETS)
+        or read_manifest(run_dir, LINK_TARGETS)["fingerprint"] != dict(provenance.inputs)["anchors"]
+    ):
         raise IncompleteDatasetError(
             f"the anchor dictionary in {run_dir} is missing or was built with other settings than "
             "the KG aliases are to be keyed for",
@@ -124,6 +126,8 @@ def build_kg_aliases(cfg: LinkConfig, run_dir: Path, pairs: list[tuple[str, str]
     manifest = aliases.write(run_dir, rows, n_targets, cfg.tagme, provenance, cfg.duckdb_memory_limit)
     tagme.anchor_key.cache_clear()  # else the forked workers inherit 1M cached keys they never look up
     return manifest
+
+
 def pages_parts(run_dir: Path) -> list[Path]:
     return part_paths(run_dir, PAGES)
 
@@ -318,7 +322,8 @@ def _keyed_aliases(run_dir: Path, anchors_fingerprint: str) -> str:
     if not all(is_complete(run_dir, d) for d in (KG_ALIASES, KG_ALIAS_ENTITIES)):
         raise IncompleteDatasetError(f"the keyed KG aliases are not complete in {run_dir}", fix=fix)
     keyed, entities = read_manifest(run_dir, KG_ALIASES), read_manifest(run_dir, KG_ALIAS_ENTITIES)
-    if keyed["inputs"]["anchors"] != anchors_fingerprint or entities["fingerprint"] != keyed["fingerprint"]:
+    made_for = keyed.get("inputs", {}).get("anchors")
+    if made_for != anchors_fingerprint or entities["fingerprint"] != keyed["fingerprint"]:
         message = f"the KG aliases in {run_dir} were keyed for another dictionary"
         raise IncompleteDatasetError(message, fix=fix)
     return keyed["fingerprint"]

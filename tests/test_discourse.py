@@ -190,6 +190,24 @@ def test_aliases_are_keyed_once_in_first_seen_order(tmp_path, monkeypatch, batch
     assert not layout.staging_dir(tmp_path, "kg_aliases").exists()
 
 
+def test_a_failing_build_closes_its_row_stream_and_seals_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(aliases, "_BATCH", 1)  # the stream is left part-read when keying fails
+    closed = []
+
+    def rows():  # as link's alias query streams them, holding its DuckDB until closed
+        try:
+            yield ALIAS_ROWS[0]
+            yield (None, "Jaguar", 5, 105, "Q35694")  # no text: keying it fails
+            yield ALIAS_ROWS[1]
+        finally:
+            closed.append(True)
+
+    stream = rows()  # still referenced here, as a caller's traceback keeps it: only close() ends it
+    with pytest.raises((AttributeError, TypeError)):
+        _write_aliases(tmp_path, stream)
+    assert closed and not is_complete(tmp_path, KG_ALIASES)
+
+
 def test_a_worker_extends_its_dictionary_from_the_keyed_aliases_without_keying_them(tmp_path, monkeypatch):
     cfg = TagmeConfig()
     _write_aliases(tmp_path)

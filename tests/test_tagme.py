@@ -51,7 +51,7 @@ def test_int32_sources_become_the_matrix_indices_in_place(monkeypatch):
     assert (taken.matrix != _relatedness().matrix).nnz == 0
     assert taken.pairwise(np.array([1, 3]))[0, 1] == pytest.approx(REL_1_3, abs=1e-6)
     Relatedness.from_flat(wide, lengths, W)
-    assert wide.min() >= shift  # an int64 input is copied, not overwritten
+    assert wide.min() >= shift  # an int64 input is not written
 
 
 def test_relatedness_refuses_negative_sources():
