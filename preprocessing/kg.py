@@ -26,12 +26,9 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from itertools import groupby
-from operator import itemgetter
+from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
 from tqdm import tqdm
 
 from preprocessing.config import KGConfig
@@ -45,9 +42,11 @@ from storage.shards import (
     PartInfo,
     Provenance,
     ShardWriter,
+    empty_part,
     is_complete,
     read_manifest,
     stable_hash,
+    write_parts,
 )
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ def load_kg(cfg: KGConfig, run_dir: Path, progress: bool = True) -> dict:
         return {d.name: read_manifest(run_dir, d) for d in DATASETS}
     if not files:  # no KG: empty datasets, so readers and views see the same three tables
         writers = {d.name: ShardWriter(run_dir, d, provenance).open() for d in DATASETS}
-        return {name: w.finalize([_empty_part(w)], extra=_extra(cfg)) for name, w in writers.items()}
+        return {name: w.finalize([empty_part(w)], extra=_extra(cfg)) for name, w in writers.items()}
     spill = layout.staging_dir(run_dir, "kg")
     shutil.rmtree(spill, ignore_errors=True)  # a killed run's temp files
     spill.mkdir(parents=True)
@@ -365,24 +364,4 @@ _QUERIES = {
 def _write_dataset(conn, writer: ShardWriter, cfg: KGConfig) -> list[PartInfo]:
     """Stream the dataset's rows out of DuckDB into parts of `rows_per_part` rows."""
     reader = conn.sql(_QUERIES[writer.dataset.name]).to_arrow_reader(batch_size=_BATCH_ROWS)
-    # groupby is lazy: write_part drains one part's batches before the next part is read
-    parts = [
-        writer.write_part(index, (batch for _, batch in group))
-        for index, group in groupby(_cut(reader, cfg.rows_per_part), key=itemgetter(0))
-    ]
-    return parts or [_empty_part(writer)]
-
-
-def _cut(reader: pa.RecordBatchReader, rows_per_part: int) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """(part number, batch) with no batch straddling two parts."""
-    done = 0
-    for batch in reader:
-        while batch.num_rows:
-            room = rows_per_part - done % rows_per_part
-            head, batch = batch.slice(0, room), batch.slice(room)
-            yield done // rows_per_part, head
-            done += head.num_rows
-
-
-def _empty_part(writer: ShardWriter) -> PartInfo:
-    return writer.write_part(0, [writer.dataset.schema.empty_table()])
+    return write_parts(writer, reader, cfg.rows_per_part)

@@ -112,16 +112,14 @@ def build_kg_aliases(cfg: LinkConfig, run_dir: Path, pairs: list[tuple[str, str]
     if all(is_complete(run_dir, d, provenance.fingerprint) for d in (KG_ALIAS_ENTITIES, KG_ALIASES)):
         return read_manifest(run_dir, KG_ALIASES)
     # not is_complete(..., fingerprint): that takes a damaged dataset back, which is build_dictionary's
-    if (
-        not is_complete(run_dir, LINK_TARGETS)
-        or read_manifest(run_dir, LINK_TARGETS)["fingerprint"] != dict(provenance.inputs)["anchors"]
-    ):
+    targets = read_manifest(run_dir, LINK_TARGETS) if is_complete(run_dir, LINK_TARGETS) else {}
+    if targets.get("fingerprint") != dict(provenance.inputs)["anchors"]:
         raise IncompleteDatasetError(
             f"the anchor dictionary in {run_dir} is missing or was built with other settings than "
             "the KG aliases are to be keyed for",
             fix="run `trelm link`: it builds the dictionary, then keys the aliases",
         )
-    n_targets = read_manifest(run_dir, LINK_TARGETS)["rows"]
+    n_targets = targets["rows"]
     rows = _pair_rows(run_dir, cfg, pairs) if pairs is not None else _kg_alias_rows(run_dir, cfg)
     manifest = aliases.write(run_dir, rows, n_targets, cfg.tagme, provenance, cfg.duckdb_memory_limit)
     tagme.anchor_key.cache_clear()  # else the forked workers inherit 1M cached keys they never look up

@@ -25,8 +25,10 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -278,18 +280,37 @@ def write_batches(
     stats: Mapping[str, object] | None = None,
     rows_per_part: int = 1_000_000,
 ) -> dict:
-    """A dataset from a stream of record batches (a DuckDB query's reader), cut into parts of at least
-    `rows_per_part` rows but the last (one part, maybe empty, for an empty stream); the manifest."""
+    """A dataset from a stream of record batches (a DuckDB query's reader) in one call (`write_parts`,
+    then the manifest); the manifest."""
     writer = ShardWriter(run_dir, dataset, provenance).open()
-    parts, pending = [], []
+    return writer.finalize(write_parts(writer, batches, rows_per_part), stats=stats)
+
+
+def write_parts(writer: ShardWriter, batches: Iterable[pa.RecordBatch], rows_per_part: int) -> list[PartInfo]:
+    """Stream record batches into parts of `rows_per_part` rows (the last may be shorter; one empty
+    part for no rows). groupby is lazy: each part drains its batches before the next one is read, so no
+    more than a batch is held."""
+    parts = [
+        writer.write_part(index, (batch for _, batch in group))
+        for index, group in groupby(_cut(batches, rows_per_part), key=itemgetter(0))
+    ]
+    return parts or [empty_part(writer)]
+
+
+def empty_part(writer: ShardWriter) -> PartInfo:
+    """The one part of a dataset with no rows (its schema, so that readers still see the columns)."""
+    return writer.write_part(0, [writer.dataset.schema.empty_table()])
+
+
+def _cut(batches: Iterable[pa.RecordBatch], rows_per_part: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(part number, batch) with no batch straddling two parts."""
+    done = 0
     for batch in batches:
-        pending.append(batch)
-        if sum(b.num_rows for b in pending) >= rows_per_part:
-            parts.append(writer.write_part(len(parts), pending))
-            pending = []
-    if pending or not parts:
-        parts.append(writer.write_part(len(parts), pending))
-    return writer.finalize(parts, stats=stats)
+        while batch.num_rows:
+            room = rows_per_part - done % rows_per_part
+            head, batch = batch.slice(0, room), batch.slice(room)
+            yield done // rows_per_part, head
+            done += head.num_rows
 
 
 def _info_metadata(info: PartInfo) -> dict[str, str]:
