@@ -46,10 +46,17 @@ from trelm.evaluate.candidates import SPLITS, largest_difference, rescore, score
 
 CORE = ("mlm_only", "no_injection", "no_memory", "no_routing", "trelm")
 EXTENSION = "trelm_plain_cka"
-# the extension with and without routing (all seeds: the winning configuration is the one without) and, on
-# fewer seeds, with the span view: (trainer variant, model, routing overrides, all seeds?)
+# the extension with and without routing (all seeds: the winning configuration is the one without), its cloze
+# view reading the relation's label instead of the corpus's phrase (all seeds: the extension before stop 18)
+# and, on fewer seeds, with the span view: (trainer variant, model, routing overrides, all seeds?)
 EXTENSION_RUNS = {
     "trelm_plain_cka_no_routing": (EXTENSION, {}, {"enabled": False}, True),
+    "trelm_plain_cka_label_no_routing": (
+        EXTENSION,
+        {"cka_cloze_relation": "label"},
+        {"enabled": False},
+        True,
+    ),
     EXTENSION: (EXTENSION, {}, {}, True),
     "trelm_plain_span": (EXTENSION, {"cka_plain_view": "span"}, {}, False),
 }
@@ -106,12 +113,15 @@ def build_world(work: Path, args) -> tuple[Path, list[dict], str]:
 
     tokenizer = AutoTokenizer.from_pretrained(model_location("minilm"))
     cfg = world.WorldConfig(
-        long_tail_people=args.long_tail_people, frequent_people=args.frequent_people, seed=args.world_seed
+        long_tail_people=args.long_tail_people,
+        frequent_people=args.frequent_people,
+        seed=args.world_seed,
+        corpus_wording=args.corpus_wording,
     )
     persons = world.people(cfg, set(tokenizer.get_vocab()))
     run_dir = work / "run"
     load_kg(KGConfig(path=world.write_kg_files(work / "wikidata5m", persons)), run_dir, progress=False)
-    pages = world.page_texts(persons, cfg.seed)
+    pages = world.page_texts(persons, cfg.seed, args.corpus_wording)
     world.write_corpus(run_dir, pages, kg_id_of(run_dir))
     texts = vocabulary_texts(persons, pages)
     backbone = str(tiny_backbone(work / "backbone", args, texts, cfg.seed)) if args.quick else "minilm"
@@ -796,6 +806,12 @@ def parse_args(argv=None):
     parser.add_argument("--warm-lr", type=float)
     parser.add_argument(
         "--warm-backbone", action="store_true", help="Warm-start every parameter, not the head."
+    )
+    parser.add_argument(
+        "--corpus-wording",
+        choices=["probe", "other", "mixed"],
+        default="probe",
+        help="How the corpus states a text fact: the probe's template, another wording only, or either.",
     )
     parser.add_argument("--held-out", type=float, default=1 / 3, help="select.held_out_fraction.")
     parser.add_argument("--kge-epochs", type=int, default=200)

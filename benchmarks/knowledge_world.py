@@ -4,9 +4,10 @@ A KG in Wikidata5M's files (entity, relation, text, all_triplet) of fictional pe
 relation whose objects are real single-token words (countries, cities, occupations, ...), drawn from a
 mildly skewed distribution so that each relation has a prior a model can learn without knowing any fact.
 A corpus of one short page per mention: the person's name, one of their *text facts* stated with the
-relation's template, and a filler sentence; `mentions` link the name to the KG entity as the link stage
-would (source `anchor`). Frequent people have `frequent_mentions` pages, long-tail people 1-3 (at most 3,
-as issue 12 asks).
+relation's template, and a filler sentence; `mentions` link the name and the stated fact's object to their
+KG entities as the link stage would (source `anchor`; Wikipedia links "born in [[Paris]]"), which is what
+`select`'s relation phrases are mined from. Frequent people have `frequent_mentions` pages, long-tail
+people 1-3 (at most 3, as issue 12 asks).
 
 Only two of a person's six facts are ever stated in the text (`text_facts`); the probe uses the other
 ones, so a probed fact is never in the corpus: what a model knows of it came from the KG (CKA targets,
@@ -69,6 +70,16 @@ RELATIONS = (
         "harmonica",
     ),
 )
+# a second wording of each relation, which the probe never uses: with `corpus_wording: other` the corpus says
+# only this, so the probe's wording is never in the text (the mined phrase then differs from the probe's)
+OTHER_WORDINGS = {
+    "P27": "[X] holds the citizenship of [Y] .",
+    "P19": "[X] came into the world in [Y] .",
+    "P106": "[X] earns a living as a [Y] .",
+    "P1412": "[X] is fluent in [Y] .",
+    "P101": "[X] does research in [Y] .",
+    "P1303": "[X] is a player of the [Y] .",
+}
 FILLERS = (
     "They lived there for many years .",
     "Little else is known about them .",
@@ -113,6 +124,9 @@ class WorldConfig:
     text_facts: int = 2  # of a person's six facts, this many are stated in the text (never probed)
     prior_skew: float = 0.7  # object i of a relation has weight 1 / (i + 1) ** prior_skew
     seed: int = 0
+    # how the corpus states a text fact: the probe's template (`probe`), only OTHER_WORDINGS (`other`), or
+    # each page one of the two at random (`mixed`)
+    corpus_wording: str = "probe"
 
 
 def fictional_names(n: int, rng: np.random.Generator, vocab: set[str]) -> list[str]:
@@ -173,21 +187,29 @@ def write_kg_files(folder: Path, persons: list[dict]) -> Path:
     return folder
 
 
-def page_texts(persons: list[dict], seed: int) -> list[dict]:
-    """One page per mention: (title, qid, text, name span, sentence spans)."""
+def page_texts(persons: list[dict], seed: int, wording: str = "probe") -> list[dict]:
+    """One page per mention: (title, qid, text, name span, sentence spans), the text fact in `wording`
+    (`WorldConfig.corpus_wording`)."""
+    if wording not in ("probe", "other", "mixed"):
+        raise ValueError(f"corpus wording {wording!r}: use probe, other or mixed")
     rng = np.random.default_rng([seed, 1])
     templates = {r[0]: r[2] for r in RELATIONS}
     pages = []
     for person in persons:
         for k in range(person["mentions"]):
             pid = person["text_facts"][k % len(person["text_facts"])]
-            first = templates[pid].replace("[X]", person["name"]).replace("[Y]", person["facts"][pid])
+            # `probe` draws nothing here, so its corpus is the one every earlier run used
+            other = wording == "other" or (wording == "mixed" and rng.random() < 0.5)
+            template = OTHER_WORDINGS[pid] if other else templates[pid]
+            before_object, after_object = template.replace("[X]", person["name"]).split("[Y]")
+            first = before_object + person["facts"][pid] + after_object
             second = FILLERS[int(rng.integers(len(FILLERS)))]
             pages.append(
                 {
                     "title": f"{person['name']} ({k + 1})",
                     "qid": person["qid"],
                     "name": person["name"],
+                    "object": (person["facts"][pid], len(before_object)),
                     "text": f"{first} {second}",
                     "sentences": [(0, len(first)), (len(first) + 1, len(first) + 1 + len(second))],
                 }
@@ -235,23 +257,32 @@ def _page_row(page_id: int, page: dict) -> dict:
 
 
 def _mention_row(page_id: int, page: dict, kg_ids: dict[str, int]) -> dict:
-    start = page["text"].index(page["name"])
-    mention = {
-        "start": start,
-        "end": start + len(page["name"]),
-        "surface": page["name"],
-        "target": page["name"],
-        "target_page_id": None,
-        "qid": page["qid"],
-        "kg_id": kg_ids[page["qid"]],
-        "rho": 1.0,
-        "link_prob": 1.0,
-        "source": "anchor",
-    }
+    """The person's name and the text fact's object, both linked, as Wikipedia links "born in [[Paris]]"."""
+    word, object_start = page["object"]
+    object_qid = object_qids()[word]
+    mentions = [
+        _mention(page["text"].index(page["name"]), page["name"], page["qid"], kg_ids),
+        _mention(object_start, word, object_qid, kg_ids),
+    ]
     return {
         "page_id": page_id,
         "sentences": [{"start": a, "end": b} for a, b in page["sentences"]],
-        "mentions": [mention],
+        "mentions": mentions,
+    }
+
+
+def _mention(start: int, surface: str, qid: str, kg_ids: dict[str, int]) -> dict:
+    return {
+        "start": start,
+        "end": start + len(surface),
+        "surface": surface,
+        "target": surface,
+        "target_page_id": None,
+        "qid": qid,
+        "kg_id": kg_ids[qid],
+        "rho": 1.0,
+        "link_prob": 1.0,
+        "source": "anchor",
     }
 
 

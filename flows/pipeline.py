@@ -289,6 +289,7 @@ def _select_mapped(config: PipelineConfig, run_dir: Path) -> dict:
         )
     done = report.results_with_progress(futures, "select")
     if is_complete(run_dir, INSTANCES, provenance.fingerprint):  # every part came from before: keep it
+        select_stage.write_relation_phrases(config.select, run_dir)  # unless `trelm verify` took it back
         return read_manifest(run_dir, INSTANCES)
     return select_stage.finalize(config.select, run_dir, provenance, done)
 

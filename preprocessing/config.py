@@ -422,6 +422,21 @@ class SelectConfig(BaseModel):
         description="Share of each head's triples held out (stochastic rounding per head, at least one "
         "triple kept): never a CKA target, not trained by the KG embeddings; see `held_out_triples`.",
     )
+    phrase_max_words: int = Field(
+        8,
+        ge=1,
+        description="Relation phrases (`relation_phrases`): the longest text, in words, between a head's "
+        "mention and its tail's that counts as a wording of their relation.",
+    )
+    phrase_min_count: int = Field(
+        2, ge=1, description="Relation phrases: a wording seen fewer times than this is noise, not kept."
+    )
+    phrases_per_relation: int = Field(
+        5, ge=1, description="Relation phrases: the most frequent wordings kept per relation (rank 1 first)."
+    )
+    duckdb_memory_limit: MemoryLimit = Field(
+        "2GB", description="DuckDB memory limit of the relation-phrase count (spills under the stage folder)."
+    )
     si: SIConfig = Field(default_factory=SIConfig, description="Encoder and SI scoring.")
     kge: KGEConfig = Field(
         default_factory=KGEConfig, description="Knowledge embeddings h_e of the KG entities in use."

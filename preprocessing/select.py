@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from preprocessing.config import SelectConfig, SIConfig
 from preprocessing.importance import load_encoder, si_scores
 from preprocessing.kge import read_triples, triple_array, write_entity_embeddings
+from preprocessing.phrases import mine_relation_phrases
 from preprocessing.sequences import load_tokenizer, page_sequences
 from storage import layout
 from storage.code import module_code_version
@@ -56,6 +57,7 @@ from storage.schemas import (
     LONG_TAIL_WORDS,
     MENTIONS,
     PAGES,
+    RELATION_PHRASES,
 )
 from storage.shards import (
     PartInfo,
@@ -79,8 +81,30 @@ def select_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:
     datasets = (PAGES, MENTIONS, KG_ENTITIES, KG_TRIPLES)
     inputs = tuple((d.name, read_manifest(run_dir, d)["fingerprint"]) for d in datasets)
     # batch size, device and dtype change speed, not (beyond float noise) which entities are chosen
-    config = cfg.model_dump(exclude={"si": {"batch_size", "device", "dtype"}, "kge": {"device"}})
+    speed_only = {"si": {"batch_size", "device", "dtype"}, "kge": {"device"}}
+    config = cfg.model_dump(exclude={**dict.fromkeys(_PHRASE_ONLY, True), **speed_only})
     return Provenance(stable_hash(config), inputs, module_code_version(__name__))
+
+
+# settings only `relation_phrases` reads (its memory limit changes speed only): a new phrase count does not
+# score the corpus again, nor does new scoring count the phrases again
+_PHRASE_ONLY = ("phrase_max_words", "phrase_min_count", "phrases_per_relation", "duckdb_memory_limit")
+
+
+def phrases_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:
+    """`relation_phrases`' own: the phrase settings and the held-out split's, pages, mentions, triples."""
+    inputs = tuple((d.name, read_manifest(run_dir, d)["fingerprint"]) for d in (PAGES, MENTIONS, KG_TRIPLES))
+    config = {k: getattr(cfg, k) for k in (*_PHRASE_ONLY[:3], "held_out_fraction", "target_seed")}
+    return Provenance(stable_hash(config), inputs, module_code_version(__name__))
+
+
+def write_relation_phrases(cfg: SelectConfig, run_dir: Path) -> dict:
+    """`relation_phrases` from the triples not held out, unless complete for its provenance; its stats."""
+    provenance = phrases_provenance(cfg, run_dir)
+    if not is_complete(run_dir, RELATION_PHRASES, provenance.fingerprint):
+        kept, _ = split_triples(cfg, run_dir)
+        mine_relation_phrases(cfg, run_dir, kept, provenance)
+    return read_manifest(run_dir, RELATION_PHRASES)["stats"]
 
 
 # ---------------------------------------------------------------- corpus facts, before the parts
@@ -146,11 +170,9 @@ def chosen_triples(conn, cfg: SelectConfig, run_dir: Path, write: bool = True) -
     """{head, rel, tail}: every head's CKA target by `cfg.target_policy`, never a held-out triple. Writes
     the held-out split as `held_out_triples` first when `write` (the KG-embedding step leaves those
     triples out); the split is a pure function of the triples and the seed, so a worker recomputes it."""
-    triples = read_triples(run_dir)
-    held = held_out_mask(triples, cfg.held_out_fraction, cfg.target_seed)
+    kept, held = split_triples(cfg, run_dir)
     if write:
-        write_held_out(run_dir, triples[held], cfg)
-    kept = triples[~held]
+        write_held_out(run_dir, held, cfg)
     conn.register(
         "kept_triples",
         pa.table(
@@ -165,6 +187,13 @@ def chosen_triples(conn, cfg: SelectConfig, run_dir: Path, write: bool = True) -
     if cfg.target_policy == "highest_degree":
         return best_triples(conn, run_dir, "kept_triples")
     return conn.sql(_UNIFORM_TRIPLE_SQL.format(triples="kept_triples")).fetchnumpy()
+
+
+def split_triples(cfg: SelectConfig, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """([n, 3] kept, [m, 3] held-out) (head, rel, tail) of the run's KG by `held_out_mask`."""
+    triples = read_triples(run_dir)
+    held = held_out_mask(triples, cfg.held_out_fraction, cfg.target_seed)
+    return triples[~held], triples[held]
 
 
 _MASK64 = (1 << 64) - 1
@@ -370,6 +399,7 @@ def select(cfg: SelectConfig, run_dir: Path, progress: bool = True) -> dict:
 
     provenance = prepare(cfg, run_dir)
     if is_complete(run_dir, INSTANCES, provenance.fingerprint):
+        write_relation_phrases(cfg, run_dir)  # a dataset `trelm verify` took back is made again
         return read_manifest(run_dir, INSTANCES)
     parts = [
         select_part_here(cfg, run_dir, i, provenance)
@@ -452,6 +482,7 @@ def finalize_outputs(cfg: SelectConfig, run_dir: Path, corpus: Corpus, tokenizer
         "WHERE tail_kg_id IS NOT NULL"
     ).fetchnumpy()["kg_id"]
     conn.close()
+    facts["relation_phrases"] = write_relation_phrases(cfg, run_dir)
     # the held-out facts are a control only while the KG embeddings never trained on them either
     held_out = read_held_out(run_dir)
     kg_ids = np.sort(in_use.astype(np.int64))

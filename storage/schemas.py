@@ -287,6 +287,22 @@ LONG_TAIL_WORDS = DatasetSchema(
     "Vocabulary tokens the training sequences use rarely: the long-tail words of the memory bank.",
 )
 
+RELATION_PHRASES = DatasetSchema(
+    "relation_phrases",
+    1,
+    pa.schema(
+        [
+            pa.field("rel_id", pa.int32(), nullable=False),
+            pa.field("rank", pa.int32(), nullable=False),
+            pa.field("phrase", pa.string(), nullable=False),
+            pa.field("count", pa.int64(), nullable=False),
+        ]
+    ),
+    "How the corpus words each relation: the text between a linked head and the next linked mention in the"
+    " same sentence when (head, rel, that tail) is a KG triple not held out, the most frequent per relation"
+    " (rank 1 first). The cloze view of CKA reads rank 1 (`model.cka_cloze_relation`).",
+)
+
 TRAIN_LOG = DatasetSchema(
     "train_log",
     2,
@@ -336,6 +352,7 @@ DATASETS: dict[str, DatasetSchema] = {
         HELD_OUT_TRIPLES,
         ENTITY_STATS,
         LONG_TAIL_WORDS,
+        RELATION_PHRASES,
         entity_embeddings(0),
         INSTANCES,
         TRAIN_LOG,

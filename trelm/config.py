@@ -80,8 +80,15 @@ class ModelConfig(BaseModel):
         description="Extension (ours, not the paper's): CKA's targets also learned from plain tokens, so the "
         "knowledge is reachable without Eq. 7. span: the CKA decoder on the plain-token encoding of the same "
         "sequence; cloze: the MLM head predicts the tail at [MASK]s after the head entity's own tokens and "
-        "the relation label's tokens ([CLS] head relation [MASK].. [SEP]), the path a cloze probe reads. "
-        "The view's loss is added to CKA's. off: the paper's CKA on the injected view only.",
+        "the relation's tokens ([CLS] head relation [MASK].. [SEP], see cka_cloze_relation), the path a "
+        "cloze probe reads. The view's loss is added to CKA's. off: the paper's CKA on the injected view "
+        "only.",
+    )
+    cka_cloze_relation: Literal["phrase", "label"] = Field(
+        "phrase",
+        description="With cka_plain_view=cloze, the relation's words between the head and the masks. phrase: "
+        "how the corpus words the relation (`relation_phrases` rank 1, mined by select: 'was born in'), the "
+        "relation's label where none was mined; label: the KG label ('place of birth').",
     )
     max_tail_tokens: int = Field(
         8, ge=1, description="Tail-entity tokens decoded per CKA target, h_d^1..h_d^L (Eq. 2)."

@@ -259,12 +259,12 @@ class TrelmModel(nn.Module):
         return (positions > 0) & (positions < last)
 
     def set_relation_tokens(self, tokens: list[list[int]]) -> None:
-        """Token ids of every relation's label (by rel_id), for the cloze view (`cka_plain_view="cloze"`)."""
+        """Token ids of every relation's words (by rel_id), for the cloze view (`cka_plain_view="cloze"`)."""
         self.relation_tokens = [list(t) for t in tokens]
 
     def _cloze_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """([C, L] ids, [C, L] labels): per CKA target, the sequence's first token, the head entity's own
-        tokens, the relation label's tokens, one mask per tail token, the sequence's last token."""
+        tokens, the relation's tokens, one mask per tail token, the sequence's last token."""
         if not hasattr(self, "relation_tokens"):
             raise RuntimeError('cka_plain_view="cloze" needs set_relation_tokens (the trainer calls it)')
         original, lengths = batch.original_ids.tolist(), batch.attention_mask.sum(1).tolist()

@@ -70,10 +70,11 @@ class ModelParts:
             torch.from_numpy(unigram_counts(run_dir, self.tok_info.vocab_size)),
             seed=cfg.train.seed,
         ).to(device)
-        if cfg.model.cka_plain_view == "cloze":  # issue 12's extension reads the relation labels' tokens
-            from trelm.relations import relation_label_ids
+        if cfg.model.cka_plain_view == "cloze":  # issue 12's extension reads the relations' words
+            from trelm.relations import relation_cloze_ids
 
-            self.model.set_relation_tokens(relation_label_ids(run_dir, self.tokenizer))
+            relations = relation_cloze_ids(run_dir, self.tokenizer, cfg.model.cka_cloze_relation)
+            self.model.set_relation_tokens(relations)
         self.model.train()  # from_pretrained leaves the backbone in eval mode: dropout must be on
         self.model.sampler.generator = generator  # one per-rank stream, saved in every checkpoint
         self.router = Router(self.model, cfg.routing, seed=cfg.train.seed) if cfg.routing.enabled else None

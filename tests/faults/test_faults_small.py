@@ -27,7 +27,7 @@ def test_a_directory_as_dump_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and "a directory, not a file" in result.output and "fix:" in result.output
 
 
-@pytest.mark.parametrize("section", ["ingest", "link", "kg"])
+@pytest.mark.parametrize("section", ["ingest", "link", "kg", "select"])
 def test_a_bad_duckdb_memory_limit_is_refused_when_the_config_loads(section):
     with pytest.raises(ConfigError, match=f"{section}.duckdb_memory_limit"):
         load_config("sample", [f"{section}.duckdb_memory_limit=banana"])
