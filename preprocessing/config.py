@@ -434,6 +434,11 @@ class SelectConfig(BaseModel):
     phrases_per_relation: int = Field(
         5, ge=1, description="Relation phrases: the most frequent wordings kept per relation (rank 1 first)."
     )
+    phrase_content_words: bool = Field(
+        True,
+        description="Relation phrases: drop a wording whose words are all function words (spaCy's English "
+        "stop words: 'and', ', of the'), else coordination ('X and Y') wins for symmetric relations.",
+    )
     duckdb_memory_limit: MemoryLimit = Field(
         "2GB", description="DuckDB memory limit of the relation-phrase count (spills under the stage folder)."
     )

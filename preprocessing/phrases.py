@@ -8,8 +8,9 @@ the relation's label (`model.cka_cloze_relation`): a probe or a downstream sente
 
 Only consecutive mentions pair (text with another linked entity inside is not one relation's wording), only
 head before tail (the cloze view reads "head phrase [MASK]"), and never a held-out triple, so the control
-facts of the knowledge probes contribute nothing. Streaming: one pages/mentions part at a time in DuckDB,
-the triples loaded once; only the (rel, phrase) counts accumulate.
+facts of the knowledge probes contribute nothing; a wording of function words alone ("and": coordination
+wins for symmetric relations) is dropped unless `select.phrase_content_words` is off. Streaming: one
+pages/mentions part at a time in DuckDB, the triples loaded once; only the (rel, phrase) counts accumulate.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ SELECT rel_id, phrase, count(*) FROM (
            )) AS phrase
     FROM matched m JOIN read_parquet({pages}) g USING (page_id)
 )
-WHERE regexp_matches(phrase, '\\pL') AND len(string_split(phrase, ' ')) <= {max_words}
+WHERE regexp_matches(phrase, '\\pL') AND len(string_split(phrase, ' ')) <= {max_words} {content}
 GROUP BY ALL
 """
 # the kept phrases: at least min_count occurrences, the `per_relation` most frequent per relation (ties: the
@@ -78,6 +79,11 @@ SELECT rel_id::INTEGER AS rel_id, rank::INTEGER AS rank, phrase, count::BIGINT A
     FROM counted GROUP BY rel_id, phrase HAVING sum(count) >= {min_count}
 ) WHERE rank <= {per_relation} ORDER BY rel_id, rank
 """
+# with `select.phrase_content_words`: some run of letters in the phrase is not a stop word
+_CONTENT_SQL = """AND EXISTS (
+    SELECT 1 FROM unnest(regexp_extract_all(lower(phrase), '\\pL+')) AS w(word)
+    WHERE word NOT IN (SELECT word FROM stop_word)
+)"""
 _CHARS_PER_WORD = 24  # a cheap bound before splitting: no phrase of max_words words is longer in practice
 
 
@@ -91,11 +97,9 @@ def mine_relation_phrases(cfg: SelectConfig, run_dir: Path, kept: np.ndarray, pr
         conn.execute("CREATE TABLE kept AS SELECT DISTINCT head, rel, tail FROM kept_arrow")
         conn.unregister("kept_arrow")
         conn.execute("CREATE TABLE counted (rel_id INTEGER, phrase VARCHAR, count BIGINT)")
+        conn.register("stop_word", pa.table({"word": sorted(_stop_words())}))
         for pages, mentions in zip(part_paths(run_dir, PAGES), part_paths(run_dir, MENTIONS), strict=True):
-            max_chars = cfg.phrase_max_words * _CHARS_PER_WORD
-            conn.execute(_PAIRS_SQL.format(mentions=sql_str(mentions), max_chars=max_chars))
-            conn.execute(_MATCHED_SQL)
-            conn.execute(_COUNT_SQL.format(pages=sql_str(pages), max_words=cfg.phrase_max_words))
+            _count_part(conn, cfg, pages, mentions)
         top = conn.sql(
             _TOP_SQL.format(min_count=cfg.phrase_min_count, per_relation=cfg.phrases_per_relation)
         ).to_arrow_table()
@@ -104,6 +108,22 @@ def mine_relation_phrases(cfg: SelectConfig, run_dir: Path, kept: np.ndarray, pr
     stats = {"relations": len(set(top.column("rel_id").to_pylist())), "phrases": top.num_rows}
     write_table(run_dir, RELATION_PHRASES, provenance, top.cast(RELATION_PHRASES.schema), stats=stats)
     return stats
+
+
+def _count_part(conn, cfg: SelectConfig, pages: Path, mentions: Path) -> None:
+    """Adds one pages/mentions part's (rel_id, phrase, count) rows to `counted`."""
+    conn.execute(
+        _PAIRS_SQL.format(mentions=sql_str(mentions), max_chars=cfg.phrase_max_words * _CHARS_PER_WORD)
+    )
+    conn.execute(_MATCHED_SQL)
+    content = _CONTENT_SQL if cfg.phrase_content_words else ""
+    conn.execute(_COUNT_SQL.format(pages=sql_str(pages), max_words=cfg.phrase_max_words, content=content))
+
+
+def _stop_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS  # the word list alone: no pipeline is loaded
+
+    return STOP_WORDS
 
 
 def _triple_table(triples: np.ndarray) -> pa.Table:

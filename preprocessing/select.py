@@ -88,13 +88,14 @@ def select_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:
 
 # settings only `relation_phrases` reads (its memory limit changes speed only): a new phrase count does not
 # score the corpus again, nor does new scoring count the phrases again
-_PHRASE_ONLY = ("phrase_max_words", "phrase_min_count", "phrases_per_relation", "duckdb_memory_limit")
+_PHRASE_SETTINGS = ("phrase_max_words", "phrase_min_count", "phrases_per_relation", "phrase_content_words")
+_PHRASE_ONLY = (*_PHRASE_SETTINGS, "duckdb_memory_limit")
 
 
 def phrases_provenance(cfg: SelectConfig, run_dir: Path) -> Provenance:
     """`relation_phrases`' own: the phrase settings and the held-out split's, pages, mentions, triples."""
     inputs = tuple((d.name, read_manifest(run_dir, d)["fingerprint"]) for d in (PAGES, MENTIONS, KG_TRIPLES))
-    config = {k: getattr(cfg, k) for k in (*_PHRASE_ONLY[:3], "held_out_fraction", "target_seed")}
+    config = {k: getattr(cfg, k) for k in (*_PHRASE_SETTINGS, "held_out_fraction", "target_seed")}
     return Provenance(stable_hash(config), inputs, module_code_version(__name__))
 
 

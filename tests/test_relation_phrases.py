@@ -53,6 +53,7 @@ PAGES_BY_PART = [
         # a linked mention between: Ann-Lyon and Lyon-Paris pair, Ann-Paris does not
         _page("Ann Bo was born in Lyon near Paris.", {"Ann Bo": ANN, "Lyon": LYON, "Paris": PARIS}),
         _page("Bob Cy, Paris.", {"Bob Cy": BOB, "Paris": PARIS}),  # no word between
+        _page("Bob Cy and Paris.", {"Bob Cy": BOB, "Paris": PARIS}),  # function words only
         _page("Bob Cy родился в Lyon.", {"Bob Cy": BOB, "Lyon": LYON}),  # letters of any script
         # a mention without a KG id between breaks the pair (Bob-Zed and Zed-Lyon: no id on one side)
         _page("Bob Cy was born near Zed Qu in Lyon.", {"Bob Cy": BOB, "Zed Qu": None, "Lyon": LYON}),
@@ -127,6 +128,13 @@ def test_min_count_rank_limit_and_word_limit(run_dir):
     assert _mined(run_dir, phrase_max_words=12)[3:] == [*top[1:], (CITIZEN, 2, long_gap, 1)]
 
 
+def test_a_wording_of_function_words_only_is_dropped_unless_asked_for(run_dir):
+    assert not [row for row in _mined(run_dir) if row[0] == LIVES_IN]
+    assert [row for row in _mined(run_dir, phrase_content_words=False) if row[0] == LIVES_IN] == [
+        (LIVES_IN, 1, "and", 1)
+    ]
+
+
 def test_a_triple_listed_twice_counts_once(run_dir):
     assert _mined(run_dir, np.concatenate([KEPT, KEPT[:1]])) == _mined(run_dir)
 
@@ -156,6 +164,8 @@ def test_phrase_settings_and_scoring_settings_do_not_invalidate_each_other(run_d
     phrases, scoring = phrases_provenance(SelectConfig(), run_dir), select_provenance(SelectConfig(), run_dir)
     assert phrases_provenance(SelectConfig(si_top_k=5), run_dir).fingerprint == phrases.fingerprint
     assert phrases_provenance(SelectConfig(phrase_min_count=3), run_dir).fingerprint != phrases.fingerprint
+    unfiltered = SelectConfig(phrase_content_words=False)
+    assert phrases_provenance(unfiltered, run_dir).fingerprint != phrases.fingerprint
     assert select_provenance(SelectConfig(phrase_min_count=3), run_dir).fingerprint == scoring.fingerprint
     assert select_provenance(SelectConfig(si_top_k=5), run_dir).fingerprint != scoring.fingerprint
     held = SelectConfig(held_out_fraction=0.2)  # the split decides which triples are mined
