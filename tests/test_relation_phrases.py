@@ -183,3 +183,16 @@ def test_cloze_words_are_the_top_phrase_or_the_label(run_dir):
     # residence has no mined phrase: its label stands in
     assert phrase == in_text_ids(tokenizer, ["was born in", "is a citizen of", "residence"])
     assert label == in_text_ids(tokenizer, ["place of birth", "country of citizenship", "residence"])
+
+
+def test_training_reads_relation_phrases_only_where_the_cloze_view_does():
+    from trelm.config import PretrainConfig
+    from trelm.provenance import training_inputs
+
+    def reads(**cfg) -> bool:
+        return RELATION_PHRASES in training_inputs(PretrainConfig(**cfg))
+
+    assert reads(variant="trelm_plain_cka")  # the extension's cloze view, phrase by default
+    assert not reads(variant="trelm_plain_cka", model={"cka_cloze_relation": "label"})
+    assert not reads(variant="trelm_plain_cka", model={"cka_plain_view": "span"})
+    assert not reads(variant="trelm") and not reads(variant="mlm_only")
