@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -136,8 +137,6 @@ def main() -> None:
         started = time.perf_counter()
         mine_relation_phrases(SelectConfig(), run_dir, kept, Provenance("bench", (), "bench"))
         seconds = time.perf_counter() - started
-        import pyarrow.parquet as pq
-
         top = pq.read_table(part_paths(run_dir, RELATION_PHRASES)[0]).to_pylist()
     found = [r for r in top if r["rel_id"] == 0 and r["rank"] == 1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -196,3 +196,30 @@ def test_training_reads_relation_phrases_only_where_the_cloze_view_does():
     assert not reads(variant="trelm_plain_cka", model={"cka_cloze_relation": "label"})
     assert not reads(variant="trelm_plain_cka", model={"cka_plain_view": "span"})
     assert not reads(variant="trelm") and not reads(variant="mlm_only")
+
+
+def test_select_makes_relation_phrases_again_when_they_were_taken_back(rehearsal_run, tmp_path):
+    """`instances` complete, `relation_phrases` gone (as `trelm verify` leaves a damaged one): a select
+    run keeps every instances part and writes the phrases again, the same rows."""
+    import shutil
+
+    import yaml
+
+    from flows.config import PipelineConfig
+    from preprocessing.select import select
+    from storage.schemas import DATASETS
+    from storage.shards import dataset_dir, is_complete, read_manifest
+
+    run_dir = tmp_path / rehearsal_run.run_dir.name
+    for name, dataset in DATASETS.items():
+        source = dataset_dir(rehearsal_run.run_dir, dataset).parent
+        if source.is_dir() and name not in ("train_log", "eval_results"):
+            shutil.copytree(source, run_dir / source.name)
+    cfg = PipelineConfig.model_validate(yaml.safe_load((rehearsal_run.run_dir / "config.yaml").read_text()))
+    before = pq.read_table(part_paths(run_dir, RELATION_PHRASES)[0]).to_pylist()
+    instances = read_manifest(run_dir, DATASETS["instances"])
+    shutil.rmtree(dataset_dir(run_dir, RELATION_PHRASES))
+    select(cfg.select, run_dir, progress=False)
+    assert is_complete(run_dir, RELATION_PHRASES)
+    assert pq.read_table(part_paths(run_dir, RELATION_PHRASES)[0]).to_pylist() == before
+    assert read_manifest(run_dir, DATASETS["instances"])["created"] == instances["created"]  # not re-scored
